@@ -1,0 +1,37 @@
+"""Bijectors: thin Flax linen modules over the kernels in ``jflows.kernels``."""
+
+from jflows.bijectors.actnorm import ActNorm
+from jflows.bijectors.base import Bijector, require_rng
+from jflows.bijectors.chain import Chain, Inverse
+from jflows.bijectors.conditioners import MLP, ConvNet
+from jflows.bijectors.coupling import MaskedCoupling, SplitCoupling
+from jflows.bijectors.elementwise import ElementwiseAffine, FixedAffine
+from jflows.bijectors.factor_out import FactorOut
+from jflows.bijectors.logit import Logit
+from jflows.bijectors.masks import make_mask
+from jflows.bijectors.permutation import Permute, Reverse
+from jflows.bijectors.reshape import Reshape
+from jflows.bijectors.squeeze import Squeeze
+from jflows.bijectors.stack import Stack
+
+__all__ = [
+    "ActNorm",
+    "Bijector",
+    "Chain",
+    "ConvNet",
+    "ElementwiseAffine",
+    "FactorOut",
+    "FixedAffine",
+    "Inverse",
+    "Logit",
+    "MLP",
+    "MaskedCoupling",
+    "Permute",
+    "Reshape",
+    "Reverse",
+    "SplitCoupling",
+    "Squeeze",
+    "Stack",
+    "make_mask",
+    "require_rng",
+]

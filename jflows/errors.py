@@ -1,0 +1,33 @@
+"""Exceptions raised by jflows, each with a message that names the value and the fix."""
+
+
+class JflowsError(Exception):
+    """Base class of every error jflows raises on purpose."""
+
+
+class MissingRngError(JflowsError, ValueError):
+    """A method needs an RNG stream that the caller did not supply."""
+
+    def __init__(self, stream: str, where: str):
+        super().__init__(
+            f"{where} needs the {stream!r} RNG stream, but apply() was not given one. "
+            f"Pass rngs={{{stream!r}: jax.random.key(...)}} to apply/init "
+            f"(jflows never falls back to another stream)."
+        )
+        self.stream = stream
+
+
+class ShapeError(JflowsError, ValueError):
+    """An input's shape does not match what the bijector or model expects."""
+
+
+class ConfigError(JflowsError, ValueError):
+    """A constructor argument is out of range or inconsistent."""
+
+
+class DataError(JflowsError, ValueError):
+    """Data that cannot be used as given (wrong rank, dtype, non-finite, out of range)."""
+
+
+class CheckpointError(JflowsError, RuntimeError):
+    """A run directory or checkpoint that cannot be read or does not match the request."""

@@ -1,0 +1,23 @@
+"""Flows and model factories."""
+
+from jflows.models.bases import DiagonalGaussian, StandardNormal
+from jflows.models.distrax_adapter import FlowBijector, to_distrax
+from jflows.models.flow import Flow
+from jflows.models.nice import nice
+from jflows.models.preprocessing import image_preprocessing, vector_preprocessing
+from jflows.models.realnvp import realnvp
+
+MODELS = {"nice": nice, "realnvp": realnvp}
+
+__all__ = [
+    "MODELS",
+    "DiagonalGaussian",
+    "Flow",
+    "FlowBijector",
+    "StandardNormal",
+    "image_preprocessing",
+    "nice",
+    "realnvp",
+    "to_distrax",
+    "vector_preprocessing",
+]

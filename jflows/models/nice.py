@@ -1,0 +1,74 @@
+"""NICE (Dinh, Krueger & Bengio, 2014): additive couplings and a diagonal scaling layer."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+from jflows.bijectors import (
+    MLP,
+    Bijector,
+    Chain,
+    ElementwiseAffine,
+    Inverse,
+    Reshape,
+    SplitCoupling,
+    Stack,
+)
+from jflows.errors import ConfigError
+from jflows.models.common import assemble_flow, event_kind
+from jflows.models.flow import Flow
+
+
+def _additive_pair(hidden: Sequence[int]) -> Bijector:
+    return Chain(
+        [
+            SplitCoupling(event_ndims=1, parity=p, conditioner=MLP(tuple(hidden)), scale_map="none")
+            for p in (0, 1)
+        ]
+    )
+
+
+def nice(
+    event_shape: Sequence[int],
+    *,
+    n_couplings: int = 4,
+    hidden: Sequence[int] = (256, 256, 256),
+    preprocessing: Sequence[Bijector] = (),
+    base: str = "standard",
+    training: bool = True,
+) -> Flow:
+    """A NICE flow: additive couplings, then a learned diagonal scaling.
+
+    ``n_couplings`` additive couplings on alternating halves, then ``z = x e^{s}`` (log-det
+    ``sum s``), the only volume change.
+
+    Images are flattened to vectors for the couplings and reshaped back at the end, as in the
+    paper (fully connected coupling networks), so ``z`` has the data's shape.
+
+    Args:
+        event_shape: ``(d,)`` or ``(H, W, C)``.
+        n_couplings: number of additive couplings (even).
+        hidden: widths of each coupling's MLP.
+        preprocessing: bijectors applied first.
+        base: ``"standard"`` or ``"diagonal"``.
+        training: training or evaluation mode; accepted for a uniform factory signature
+            (coupling flows have no mode-dependent estimators, so it is unused).
+
+    Returns:
+        A :class:`~jflows.models.Flow`.
+    """
+    kind = event_kind(event_shape)
+    if n_couplings < 2 or n_couplings % 2:
+        raise ConfigError(f"n_couplings must be a positive even number, got {n_couplings}")
+    shape = tuple(int(s) for s in event_shape)
+    dims = math.prod(shape)
+    core: list[Bijector] = [
+        Stack(functools.partial(_additive_pair, tuple(hidden)), length=n_couplings // 2),
+        ElementwiseAffine(event_ndims=1, use_shift=False),
+    ]
+    if kind == "image":
+        flatten = Reshape(shape, (dims,))
+        core = [flatten, *core, Inverse(Reshape(shape, (dims,)))]
+    return assemble_flow(shape, core, preprocessing, base)

@@ -1,0 +1,49 @@
+"""Pre-processing bijectors that make a model's density refer to the data as the user gave it.
+
+Whatever a run does to its data before the flow proper (standardising vectors, scaling
+dequantized images to [0, 1), the logit transform) is a bijector at the front of the model,
+with its log-determinant counted. An NLL is then always in the units of the raw data, and the
+same model applied to new data applies the same pre-processing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from jflows.bijectors import Bijector, FixedAffine, Logit
+from jflows.errors import ConfigError
+
+
+def vector_preprocessing(mean: Sequence[float], std: Sequence[float]) -> list[Bijector]:
+    """Standardisation ``z = (x - mean) / std`` (log-det ``-sum log std``).
+
+    Example:
+        >>> pre = vector_preprocessing(mean=(0.0, 1.0), std=(2.0, 2.0))
+    """
+    if any(s <= 0 for s in std):
+        raise ConfigError(f"standard deviations must be positive, got {tuple(std)}")
+    return [
+        FixedAffine(
+            shift=tuple(-float(m) for m in mean),
+            scale=tuple(1.0 / float(s) for s in std),
+            event_ndims=1,
+        )
+    ]
+
+
+def image_preprocessing(levels: int, logit_alpha: float | None = None) -> list[Bijector]:
+    """Scaling of dequantized images to ``[0, 1)``, then an optional logit transform.
+
+    Dequantized images ``k + u`` lie in ``[0, levels)``.
+
+    The scaling contributes ``-D log(levels)`` to the log-density, so the model's NLL is the
+    (dequantized) NLL of the integer data, and bits/dim is ``NLL / (D ln 2)``.
+    """
+    if levels < 2:
+        raise ConfigError(f"images need at least 2 levels, got {levels}")
+    layers: list[Bijector] = [FixedAffine(scale=1.0 / levels, event_ndims=3)]
+    if logit_alpha is not None:
+        if not 0.0 < logit_alpha < 0.5:
+            raise ConfigError(f"logit_alpha must be in (0, 0.5), got {logit_alpha}")
+        layers.append(Logit(alpha=logit_alpha, event_ndims=3))
+    return layers

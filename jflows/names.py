@@ -1,0 +1,25 @@
+"""Names of the variable collections and RNG streams, defined once.
+
+Every module refers to these constants; no other file spells the strings.
+
+Collections:
+    PARAMS: trainable parameters.
+    LIPSCHITZ: power-iteration vectors of spectrally normalised layers. They are only
+        rewritten when a caller passes ``mutable=[LIPSCHITZ]`` to ``apply`` (the training step
+        does so once per step); otherwise the stored vectors are used as they are.
+
+RNG streams:
+    PARAMS: initialisation.
+    LOGDET: stochastic log-determinant estimators (Hutchinson probes, roulette draws).
+    SAMPLE: drawing from a base distribution.
+    DEQUANT: dequantization noise for discrete data.
+"""
+
+PARAMS = "params"
+LIPSCHITZ = "lipschitz"
+
+LOGDET = "logdet"
+SAMPLE = "sample"
+DEQUANT = "dequant"
+
+RNG_STREAMS = (PARAMS, LOGDET, SAMPLE, DEQUANT)
