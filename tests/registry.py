@@ -1,0 +1,86 @@
+"""Registry of every bijector and model that goes through the contract suite.
+
+Adding a bijector to the suite is one line in ``CASES``: a name, a zero-argument constructor,
+and the event shape (plus optional data range and rngs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+from jflows import bijectors as jb
+from jflows import models as jm
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    make: Callable[[], object]
+    event_shape: tuple[int, ...]
+    # data are drawn as low + (high - low) * U[0,1) when ``uniform`` else N(loc, scale^2)
+    uniform: tuple[float, float] | None = None
+    loc: float = 0.5
+    scale: float = 1.5
+    # std of the noise added to every parameter after init, so zero-initialised layers are
+    # not identities in the test
+    perturb: float = 0.1
+    rtol32: float = 2e-4
+    exact_logdet: bool = True
+    same_shape: bool = True
+
+
+V = (4,)
+IMG = (4, 4, 2)
+IMG1 = (8, 8, 1)
+MLP8 = functools.partial(jb.MLP, (8,))
+CNN4 = functools.partial(jb.ConvNet, 4)
+
+CASES = [
+    Case("actnorm_vector", lambda: jb.ActNorm(event_ndims=1), V),
+    Case("actnorm_image", lambda: jb.ActNorm(event_ndims=3), IMG),
+    Case("elementwise_affine", lambda: jb.ElementwiseAffine(event_ndims=1), V),
+    Case("elementwise_affine_image_channel",
+         lambda: jb.ElementwiseAffine(event_ndims=3, per_channel=True), IMG),
+    Case("fixed_affine", lambda: jb.FixedAffine(shift=(1.0, -2.0, 0.5, 0.0),
+                                                scale=(0.5, 2.0, -1.0, 3.0)), V),
+    Case("logit", lambda: jb.Logit(alpha=0.05, event_ndims=3), IMG, uniform=(0.0, 1.0)),
+    Case("reverse", lambda: jb.Reverse(), V),
+    Case("permute_random", lambda: jb.Permute.random(4, seed=3), V),
+    Case("reverse_channels", lambda: jb.Reverse(event_ndims=3), IMG),
+    Case("squeeze", lambda: jb.Squeeze(), IMG, same_shape=False),
+    Case("unsqueeze", lambda: jb.Inverse(jb.Squeeze()), (2, 2, 8), same_shape=False),
+    Case("reshape", lambda: jb.Chain([jb.Reshape(IMG, (32,)), jb.Reverse(),
+                                      jb.Inverse(jb.Reshape(IMG, (32,)))]), IMG),
+    Case("masked_coupling_half", lambda: jb.MaskedCoupling("half", 0, MLP8()), V),
+    Case("masked_coupling_alternate_exp",
+         lambda: jb.MaskedCoupling("alternate", 1, MLP8(), scale_map="exp"), V),
+    Case("masked_coupling_checkerboard", lambda: jb.MaskedCoupling("checkerboard", 0, CNN4()),
+         IMG),
+    Case("masked_coupling_channel_sigmoid",
+         lambda: jb.MaskedCoupling("channel", 1, CNN4(), scale_map="sigmoid"), IMG),
+    Case("split_coupling_vector", lambda: jb.SplitCoupling(1, 0, MLP8()), (5,)),
+    Case("split_coupling_vector_parity1", lambda: jb.SplitCoupling(1, 1, MLP8()), (5,)),
+    Case("split_coupling_additive", lambda: jb.SplitCoupling(1, 0, MLP8(), scale_map="none"), V),
+    Case("split_coupling_image", lambda: jb.SplitCoupling(3, 1, CNN4()), IMG),
+    Case("factor_out", lambda: jb.FactorOut(jb.ActNorm(event_ndims=3)), IMG),
+    Case("factor_out_learned_prior",
+         lambda: jb.FactorOut(jb.SplitCoupling(3, 0, CNN4()), learned_prior=True), IMG),
+    Case("stack_couplings", lambda: jb.Stack(
+        lambda: jb.Chain([jb.ActNorm(), jb.SplitCoupling(1, 0, MLP8()), jb.Reverse()]), 3), V),
+    Case("stack_remat", lambda: jb.Stack(
+        lambda: jb.SplitCoupling(1, 0, MLP8()), 2, remat=True), V),
+    Case("chain_inverse", lambda: jb.Inverse(jb.Chain([jb.ActNorm(),
+                                                       jb.MaskedCoupling("half", 1, MLP8())])), V),
+    # models
+    Case("model_nice_vector", lambda: jm.nice((4,), hidden=(8,)), V),
+    Case("model_nice_image", lambda: jm.nice(IMG, hidden=(8,)), IMG),
+    Case("model_realnvp_vector", lambda: jm.realnvp((4,), hidden=(8,), actnorm=True), V),
+    Case("model_realnvp_vector_pre", lambda: jm.realnvp(
+        (2,), hidden=(8,), preprocessing=jm.vector_preprocessing((1.0, -1.0), (2.0, 0.5))), (2,)),
+    Case("model_realnvp_image", lambda: jm.realnvp(IMG, conv_hidden=4, n_levels=2), IMG),
+    Case("model_realnvp_image_digits", lambda: jm.realnvp(
+        IMG1, conv_hidden=4, n_levels=2, actnorm=True,
+        preprocessing=jm.image_preprocessing(17, logit_alpha=0.05)), IMG1, uniform=(0.0, 17.0)),
+]

@@ -1,0 +1,129 @@
+"""The shared contract suite: every registered bijector and model satisfies the same checks.
+
+Run once as is (float32) and once with ``JAX_ENABLE_X64=1`` (float64, tight tolerances):
+round trip, log-det against brute-force ``slogdet(jax.jacfwd(...))``, ``forward`` against
+``forward_and_log_det``, jit against no jit, batched against vmapped single events, dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from registry import CASES, Case
+
+from jflows.names import LOGDET, PARAMS, SAMPLE
+
+X64 = bool(jax.config.jax_enable_x64)
+DTYPE = jnp.float64 if X64 else jnp.float32
+BATCH = 3
+
+
+def _data(case: Case, key, batch=BATCH):
+    shape = (batch, *case.event_shape)
+    if case.uniform is not None:
+        lo, hi = case.uniform
+        return lo + (hi - lo) * jax.random.uniform(key, shape, DTYPE, 0.02, 0.98)
+    return case.loc + case.scale * jax.random.normal(key, shape, DTYPE)
+
+
+def _rngs(seed=0):
+    return {LOGDET: jax.random.key(seed + 1), SAMPLE: jax.random.key(seed + 2)}
+
+
+class Harness:
+    """Builds one case and caches the jitted results every check compares against."""
+
+    def __init__(self, case: Case):
+        self.case = case
+        self.module = module = case.make()
+        x_init = _data(case, jax.random.key(0), batch=16)
+        variables = module.init({PARAMS: jax.random.key(1), **_rngs()}, x_init,
+                                method="forward_and_log_det")
+        leaves, treedef = jax.tree.flatten(variables)
+        keys = jax.random.split(jax.random.key(7), max(len(leaves), 1))
+        leaves = [leaf + case.perturb * jax.random.normal(k, leaf.shape, leaf.dtype)
+                  for leaf, k in zip(leaves, keys)]
+        self.variables = jax.tree.unflatten(treedef, leaves)
+        self.x = _data(case, jax.random.key(2))
+        self.fwd = jax.jit(lambda v, e: self.apply(v, e, "forward_and_log_det"))
+        self.inv = jax.jit(lambda v, e: self.apply(v, e, "inverse_and_log_det"))
+        self.z, self.ld = self.fwd(self.variables, self.x)
+
+    def apply(self, variables, x, method):
+        return self.module.apply(variables, x, method=method, rngs=_rngs())
+
+    def tol(self, scale=1.0):
+        return (1e-9 if X64 else self.case.rtol32) * scale
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[c.name for c in CASES])
+def h(request) -> Harness:
+    return Harness(request.param)
+
+
+def close(a, b, tol, atol_scale=1.0):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol * atol_scale)
+
+
+def test_round_trip(h):
+    assert h.ld.shape == (BATCH,)
+    if h.case.same_shape:
+        assert h.z.shape == h.x.shape
+    xr, ld_inv = h.inv(h.variables, h.z)
+    close(xr, h.x, h.tol(10))
+    close(ld_inv, -h.ld, h.tol(10))
+
+
+def test_logdet_matches_brute_force(h):
+    if not h.case.exact_logdet:
+        pytest.skip(f"{h.case.name} has a stochastic log-det; see its statistical tests")
+    shape = h.case.event_shape
+    d = math.prod(shape)
+
+    def flat_forward(e):
+        return h.apply(h.variables, e.reshape(shape), "forward").reshape(d)
+
+    jac = jax.jit(jax.vmap(jax.jacfwd(flat_forward)))(h.x.reshape(BATCH, d))
+    sign, brute = jnp.linalg.slogdet(jac)
+    assert np.all(np.asarray(sign) != 0)
+    close(h.ld, brute, h.tol(5), atol_scale=10)
+
+
+def test_forward_matches_forward_and_log_det(h):
+    z = jax.jit(lambda v, e: h.apply(v, e, "forward"))(h.variables, h.x)
+    close(z, h.z, h.tol(0.1))
+    xr = jax.jit(lambda v, e: h.apply(v, e, "inverse"))(h.variables, h.z)
+    xr2, _ = h.inv(h.variables, h.z)
+    close(xr, xr2, h.tol(0.1))
+
+
+def test_jit_matches_no_jit(h):
+    z, ld = h.apply(h.variables, h.x, "forward_and_log_det")
+    close(z, h.z, h.tol())
+    close(ld, h.ld, h.tol(), atol_scale=10)
+    xr, ldi = h.apply(h.variables, h.z, "inverse_and_log_det")
+    xr2, ldi2 = h.inv(h.variables, h.z)
+    close(xr, xr2, h.tol())
+    close(ldi, ldi2, h.tol(), atol_scale=10)
+
+
+def test_batch_matches_vmap_and_single_events(h):
+    zv, ldv = jax.jit(jax.vmap(lambda e: h.apply(h.variables, e, "forward_and_log_det")))(h.x)
+    close(zv, h.z, h.tol())
+    close(ldv, h.ld, h.tol(), atol_scale=10)
+    z0, ld0 = h.fwd(h.variables, h.x[0])  # one event, no batch axis
+    assert ld0.shape == ()
+    close(z0, h.z[0], h.tol())
+    x2 = jnp.stack([h.x, h.x[::-1]])  # two batch axes
+    z2, ld2 = h.fwd(h.variables, x2)
+    assert ld2.shape == (2, BATCH)
+    close(ld2[0], h.ld, h.tol(), atol_scale=10)
+    close(ld2[1], h.ld[::-1], h.tol(), atol_scale=10)
+
+
+def test_dtype_is_kept(h):
+    assert h.z.dtype == DTYPE and h.ld.dtype == DTYPE
