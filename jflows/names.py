@@ -7,6 +7,8 @@ Collections:
     LIPSCHITZ: power-iteration vectors of spectrally normalised layers. They are only
         rewritten when a caller passes ``mutable=[LIPSCHITZ]`` to ``apply`` (the training step
         does so once per step); otherwise the stored vectors are used as they are.
+    CONSTANTS: values fixed at initialisation and never trained (the permutation and signs of
+        an LU-parameterised 1x1 convolution).
 
 RNG streams:
     PARAMS: initialisation.
@@ -23,3 +25,8 @@ SAMPLE = "sample"
 DEQUANT = "dequant"
 
 RNG_STREAMS = (PARAMS, LOGDET, SAMPLE, DEQUANT)
+
+# Values fixed at initialisation that belong to the model but are never trained, such as the
+# permutation and signs of an LU-parameterised 1x1 convolution. Saved with the parameters;
+# no optimizer sees them.
+CONSTANTS = "constants"

@@ -73,6 +73,11 @@ CASES = [
         lambda: jb.SplitCoupling(1, 0, MLP8()), 2, remat=True), V),
     Case("chain_inverse", lambda: jb.Inverse(jb.Chain([jb.ActNorm(),
                                                        jb.MaskedCoupling("half", 1, MLP8())])), V),
+    Case("invconv_plain", lambda: jb.InvertibleConv1x1(lu=False), IMG),
+    Case("invconv_lu", lambda: jb.InvertibleConv1x1(lu=True), (2, 2, 5)),
+    Case("glow_step", lambda: jb.GlowStep(hidden=4), IMG),
+    Case("glow_step_additive_plain", lambda: jb.GlowStep(hidden=4, coupling="additive",
+                                                          lu=False), IMG),
     # models
     Case("model_nice_vector", lambda: jm.nice((4,), hidden=(8,)), V),
     Case("model_nice_image", lambda: jm.nice(IMG, hidden=(8,)), IMG),
@@ -83,4 +88,11 @@ CASES = [
     Case("model_realnvp_image_digits", lambda: jm.realnvp(
         IMG1, conv_hidden=4, n_levels=2, actnorm=True,
         preprocessing=jm.image_preprocessing(17, logit_alpha=0.05)), IMG1, uniform=(0.0, 17.0)),
+]
+
+CASES += [
+    Case("model_glow_small", lambda: jm.glow(IMG, levels=2, steps=2, hidden=4), IMG),
+    Case("model_glow_digits", lambda: jm.glow(
+        IMG1, levels=2, steps=2, hidden=4, preprocessing=jm.image_preprocessing(17)),
+        IMG1, uniform=(0.0, 17.0)),
 ]

@@ -41,13 +41,14 @@ class Harness:
         self.case = case
         self.module = module = case.make()
         x_init = _data(case, jax.random.key(0), batch=16)
-        variables = module.init({PARAMS: jax.random.key(1), **_rngs()}, x_init,
-                                method="forward_and_log_det")
-        leaves, treedef = jax.tree.flatten(variables)
+        init = jax.jit(lambda rngs, x: module.init(rngs, x, method="forward_and_log_det"))
+        variables = init({PARAMS: jax.random.key(1), **_rngs()}, x_init)
+        # perturb the trainable parameters only (constants and power-iteration state stay)
+        leaves, treedef = jax.tree.flatten(variables.get(PARAMS, {}))
         keys = jax.random.split(jax.random.key(7), max(len(leaves), 1))
         leaves = [leaf + case.perturb * jax.random.normal(k, leaf.shape, leaf.dtype)
                   for leaf, k in zip(leaves, keys)]
-        self.variables = jax.tree.unflatten(treedef, leaves)
+        self.variables = {**variables, PARAMS: jax.tree.unflatten(treedef, leaves)}
         self.x = _data(case, jax.random.key(2))
         self.fwd = jax.jit(lambda v, e: self.apply(v, e, "forward_and_log_det"))
         self.inv = jax.jit(lambda v, e: self.apply(v, e, "inverse_and_log_det"))

@@ -7,6 +7,8 @@ from jflows.bijectors.conditioners import MLP, ConvNet
 from jflows.bijectors.coupling import MaskedCoupling, SplitCoupling
 from jflows.bijectors.elementwise import ElementwiseAffine, FixedAffine
 from jflows.bijectors.factor_out import FactorOut
+from jflows.bijectors.glow_step import GlowStep
+from jflows.bijectors.invconv import InvertibleConv1x1
 from jflows.bijectors.logit import Logit
 from jflows.bijectors.masks import make_mask
 from jflows.bijectors.permutation import Permute, Reverse
@@ -22,7 +24,9 @@ __all__ = [
     "ElementwiseAffine",
     "FactorOut",
     "FixedAffine",
+    "GlowStep",
     "Inverse",
+    "InvertibleConv1x1",
     "Logit",
     "MLP",
     "MaskedCoupling",

@@ -1,0 +1,95 @@
+"""Glow (Kingma & Dhariwal, 2018): multi-scale flow of ActNorm, 1x1 convolution and coupling."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from jflows.bijectors import (
+    Bijector,
+    Chain,
+    ElementwiseAffine,
+    FactorOut,
+    GlowStep,
+    Inverse,
+    Squeeze,
+    Stack,
+)
+from jflows.errors import ConfigError
+from jflows.models.common import assemble_flow, event_kind
+from jflows.models.flow import Flow
+
+
+def _level(
+    level: int,
+    n_levels: int,
+    steps: int,
+    hidden: int,
+    coupling: str,
+    lu: bool,
+    learned_prior: bool,
+) -> Bijector:
+    step = functools.partial(GlowStep, hidden=hidden, coupling=coupling, lu=lu)
+    layers: list[Bijector] = [Squeeze(), Stack(step, length=steps)]
+    if level < n_levels - 1:
+        inner = _level(level + 1, n_levels, steps, hidden, coupling, lu, learned_prior)
+        layers.append(FactorOut(inner, learned_prior=learned_prior))
+    elif learned_prior:
+        # Glow's learned top prior N(mu, sigma^2), written as z = (x - mu) / sigma.
+        layers.append(ElementwiseAffine(event_ndims=3))
+    layers.append(Inverse(Squeeze()))
+    return Chain(layers)
+
+
+def glow(
+    event_shape: Sequence[int],
+    *,
+    levels: int = 2,
+    steps: int = 4,
+    hidden: int = 64,
+    coupling: str = "affine",
+    lu: bool = True,
+    learned_prior: bool = True,
+    preprocessing: Sequence[Bijector] = (),
+    training: bool = True,
+) -> Flow:
+    """A Glow flow for channels-last images.
+
+    ``levels`` times: squeeze, then ``steps`` Glow steps (stacked with ``nn.scan``); after every
+    level but the last, half the channels are factored out with Glow's learned conditional
+    prior (mean and log-scale from a zero-initialised 3x3 convolution of the kept half); the
+    last level ends with the learned top prior. Every prior is written as a bijection in front
+    of a standard normal base (see :class:`~jflows.bijectors.FactorOut`), so ``z`` has the data's
+    shape, log-dets can be checked by brute force, and ``sample(n, temperature=T)`` scales every
+    prior's standard deviation by ``T`` (``T = 0`` gives the prior means).
+
+    Args:
+        event_shape: ``(H, W, C)``; H and W divisible by ``2 ** levels``.
+        levels: number of scales ``L``.
+        steps: Glow steps per scale ``K``.
+        hidden: channels of the coupling networks.
+        coupling: ``"affine"`` or ``"additive"``.
+        lu: LU-parameterised 1x1 convolutions.
+        learned_prior: learned conditional and top priors (otherwise N(0, I) everywhere).
+        preprocessing: bijectors applied first (``image_preprocessing(levels)``).
+        training: accepted for a uniform factory signature; Glow has no mode-dependent parts.
+
+    Returns:
+        A :class:`~jflows.models.Flow`.
+
+    Example:
+        >>> flow = glow((8, 8, 1), levels=2, steps=4, hidden=64,
+        ...             preprocessing=image_preprocessing(17))
+    """
+    del training
+    if event_kind(event_shape) != "image":
+        raise ConfigError(f"glow models images (H, W, C), got event_shape {tuple(event_shape)}")
+    h, w, _ = event_shape
+    div = 2**levels
+    if levels < 1 or steps < 1 or h % div or w % div:
+        raise ConfigError(
+            f"glow with levels={levels} needs H and W divisible by {div} (and steps >= 1), "
+            f"got {h}x{w}, steps={steps}"
+        )
+    core = _level(0, levels, steps, hidden, coupling, lu, learned_prior)
+    return assemble_flow(event_shape, [core], preprocessing, "standard")
