@@ -1,0 +1,254 @@
+"""Run directories: the ``config.json`` that rebuilds a model, and loading a trained run.
+
+A run directory written by ``jflows train`` holds ``config.json`` (model name and options,
+data spec, event shape, pre-processing numbers, training settings), ``checkpoints/``,
+``evals.jsonl``, ``metrics.json`` and pictures. :func:`build_model` turns a config back into the
+model with its own pre-processing, so the density of a reloaded run still refers to raw data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jflows.data import load_array, load_dataset
+from jflows.errors import CheckpointError, ConfigError, DataError
+from jflows.models import MODELS, image_preprocessing, vector_preprocessing
+from jflows.training.checkpoints import CHECKPOINT_DIR, Checkpointer
+from jflows.training.metrics import read_json
+from jflows.training.optim import make_optimizer
+from jflows.training.state import TrainState, create_train_state
+
+CONFIG_FILE = "config.json"
+RESERVED_OPTIONS = ("event_shape", "preprocessing", "training")
+"""Factory arguments that a run sets itself and that ``--opt`` may not override."""
+
+
+def check_model(name: str) -> None:
+    """Raises ConfigError unless ``name`` is a registered model."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+
+
+def check_options(model: str, options: dict[str, Any]) -> None:
+    """Raises ConfigError for options the factory of ``model`` does not take.
+
+    Example:
+        >>> check_options("realnvp", {"n_couplings": 4})
+    """
+    check_model(model)
+    params = inspect.signature(MODELS[model]).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    valid = [p for p in params if p not in RESERVED_OPTIONS and p != "self"]
+    for key in options:
+        if key in RESERVED_OPTIONS:
+            raise ConfigError(
+                f"model option {key!r} is set by jflows itself (from the data and the mode); "
+                f"remove --opt {key}=..."
+            )
+        if key not in params and not takes_any:
+            raise ConfigError(
+                f"model {model!r} has no option {key!r}; valid options are {', '.join(valid)}"
+            )
+
+
+def _tuples(value):
+    """JSON lists back to tuples (hashable, as Flax module attributes should be)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def build_model(config: dict[str, Any], *, training: bool = True) -> nn.Module:
+    """The flow described by a run config, with the run's pre-processing at its front.
+
+    Vectors are standardised with the stored ``mean``/``std``; images are scaled from
+    ``[0, levels)`` to ``[0, 1)`` and optionally logit-transformed (``logit_alpha``).
+
+    Args:
+        config: the content of a run's ``config.json``.
+        training: training-mode estimators (True) or evaluation mode (False).
+
+    Returns:
+        The model (a :class:`jflows.models.Flow`).
+
+    Example:
+        >>> flow = build_model(read_config("runs/8g"), training=False)
+    """
+    check_options(config["model"], config["options"])
+    if config["kind"] == "vector":
+        pre = vector_preprocessing(config["mean"], config["std"])
+    else:
+        pre = image_preprocessing(config["levels"], config["logit_alpha"])
+    factory = MODELS[config["model"]]
+    shape = tuple(config["event_shape"])
+    options = _tuples(config["options"])
+    try:
+        return factory(shape, preprocessing=pre, training=training, **options)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(
+            f"model {config['model']!r} rejected the options {config['options']}: {err}; fix "
+            f"the --opt values"
+        ) from err
+
+
+def build_optimizer(config: dict[str, Any]):
+    """The optimizer of a run config (Adam, cosine schedule, optional clipping)."""
+    return make_optimizer(
+        config["lr"],
+        steps=config["steps"],
+        schedule=config.get("schedule", "cosine"),
+        warmup_steps=config.get("warmup_steps", 0),
+        grad_clip=config.get("grad_clip"),
+    )
+
+
+def abstract_state(model: nn.Module, optimizer, config: dict[str, Any]) -> TrainState:
+    """Shapes and dtypes of the run's train state, computed by tracing only (no FLOPs).
+
+    Also checks that the model can be initialised on the run's event shape: an error in the
+    model's options surfaces here, before anything is written.
+    """
+    dtype = jnp.uint8 if config["kind"] == "image" else jnp.float32
+    batch = jax.ShapeDtypeStruct((2, *config["event_shape"]), dtype)
+
+    def create(x):
+        return create_train_state(
+            model, optimizer, x, jax.random.key(0), dequantize=config["kind"] == "image"
+        )
+
+    try:
+        return jax.eval_shape(create, batch)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError | CheckpointError):
+            raise
+        raise ConfigError(
+            f"model {config['model']!r} with options {config['options']} cannot be built for "
+            f"events of shape {tuple(config['event_shape'])}: {err}; fix the --opt values"
+        ) from err
+
+
+def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Reads ``run_dir/config.json``; raises CheckpointError if ``run_dir`` is not a run."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isdir(run_dir):
+        raise CheckpointError(
+            f"run directory {os.fspath(run_dir)!r} does not exist; pass the --out directory of "
+            f"a finished or interrupted `jflows train`"
+        )
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"{os.fspath(run_dir)!r} is not a jflows run (it has no {CONFIG_FILE}); pass the "
+            f"--out directory of a `jflows train` run"
+        )
+    try:
+        config = read_json(path)
+        for key in ("model", "options", "kind", "event_shape", "data"):
+            config[key]  # noqa: B018
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"{path!r} is not a valid jflows run config ({type(err).__name__}: {err}); it was "
+            f"edited or written by another program, so train a new run"
+        ) from err
+    return config
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """A trained run: its config, both models and the restored state."""
+
+    config: dict[str, Any]
+    model: nn.Module
+    eval_model: nn.Module
+    state: TrainState
+
+
+def load_run(run_dir: str | os.PathLike) -> LoadedRun:
+    """Rebuilds a run's models from ``config.json`` and restores its latest checkpoint.
+
+    Raises:
+        CheckpointError: ``run_dir`` is not a run or holds no readable checkpoint.
+
+    Example:
+        >>> run = load_run("runs/8g")
+        >>> run.eval_model.apply(run.state.variables(), x, method="log_prob")
+    """
+    config = read_config(run_dir)
+    model = build_model(config, training=True)
+    eval_model = build_model(config, training=False)
+    target = abstract_state(model, build_optimizer(config), config)
+    ckpt_dir = os.path.join(run_dir, CHECKPOINT_DIR)
+    if not os.path.isdir(ckpt_dir):
+        raise CheckpointError(
+            f"run {os.fspath(run_dir)!r} has no checkpoints yet; let `jflows train` run until "
+            f"its first checkpoint (see --checkpoint-every)"
+        )
+    with Checkpointer(ckpt_dir, read_only=True) as checkpointer:
+        state, _ = checkpointer.restore(target)
+    return LoadedRun(config, model, eval_model, state)
+
+
+def existing_config(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The config of the run in ``out_dir``, None if ``out_dir`` is absent or empty.
+
+    Raises:
+        CheckpointError: ``out_dir`` is a file, or a non-empty directory that is not a run
+            (training there could overwrite someone's files).
+    """
+    if not os.path.exists(out_dir):
+        return None
+    if not os.path.isdir(out_dir):
+        raise CheckpointError(
+            f"--out {os.fspath(out_dir)!r} is a file, not a directory; pass a new directory"
+        )
+    if os.path.isfile(os.path.join(out_dir, CONFIG_FILE)):
+        return read_config(out_dir)
+    if os.listdir(out_dir):
+        raise CheckpointError(
+            f"--out {os.fspath(out_dir)!r} is a non-empty directory without {CONFIG_FILE}, so "
+            f"not a jflows run; pass a new or empty directory (nothing was written)"
+        )
+    return None
+
+
+def data_for_run(spec: str, config: dict[str, Any], run_dir: str | os.PathLike) -> np.ndarray:
+    """The rows ``jflows eval`` scores: all of a ``.npy`` file, or a built-in set's test split.
+
+    Built-in sets are loaded with the run's seed and sizes, so the run's own data name gives
+    exactly the test set that ``fit`` evaluated. The rows must match the run's kind and event
+    shape, and images must stay below the run's number of levels.
+
+    Raises:
+        DataError: unreadable or invalid data, or data the run's model cannot score.
+    """
+    if spec.endswith(".npy"):
+        x = load_array(spec, levels=256)
+    else:
+        sizes = {k: config[k] for k in ("n_train", "n_test") if k in config}
+        x = load_dataset(spec, seed=config["seed"], **sizes).test
+    run = os.fspath(run_dir)
+    shape = tuple(config["event_shape"])
+    kind = "image" if x.ndim == 4 else "vector"
+    if kind != config["kind"] or tuple(x.shape[1:]) != shape:
+        raise DataError(
+            f"data {spec!r} holds {kind}s of shape {tuple(x.shape[1:])}, but run {run!r} models "
+            f"{config['kind']}s of shape {shape}; evaluate the run on data of that shape"
+        )
+    if kind == "image" and int(x.max()) >= config["levels"]:
+        raise DataError(
+            f"data {spec!r} holds values up to {int(x.max())}, but run {run!r} models "
+            f"{config['levels']} levels (0..{config['levels'] - 1}); evaluate it on images "
+            f"quantized to those levels"
+        )
+    return x

@@ -1,0 +1,138 @@
+"""The jitted training and evaluation steps.
+
+``make_train_step`` returns a pure function ``(state, batch, key) -> (state, metrics)``: the
+mean negative log-likelihood (nats per example) of the batch, its gradient with respect to the
+parameters, and an optax update. A step whose loss or gradient is not finite is skipped inside
+the compiled function (no host synchronisation): parameters, optimiser state and collections
+stay exactly as they were and ``nonfinite_steps`` is incremented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jflows.data import dequantize as dequantize_levels
+from jflows.names import CONSTANTS, DEQUANT, LIPSCHITZ, LOGDET, PARAMS
+from jflows.training.state import TrainState
+
+TrainStep = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
+EvalStep = Callable[[TrainState, jax.Array, jax.Array], jax.Array]
+
+
+def _inputs_and_rngs(batch, key, dequantize: bool):
+    """Splits ``key`` into the model's streams and dequantizes integer data if asked."""
+    k_logdet, k_model_dequant, k_noise = jax.random.split(key, 3)
+    x = dequantize_levels(k_noise, batch) if dequantize else batch
+    return x, {LOGDET: k_logdet, DEQUANT: k_model_dequant}
+
+
+def _all_finite(loss, grads) -> jax.Array:
+    finite = jnp.isfinite(loss)
+    for g in jax.tree_util.tree_leaves(grads):
+        finite = jnp.logical_and(finite, jnp.all(jnp.isfinite(g)))
+    return finite
+
+
+def _select(pred, new, old):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def make_train_step(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    *,
+    dequantize: bool = False,
+) -> TrainStep:
+    """Builds the jitted training step of ``model`` (the state argument is donated).
+
+    The loss is ``-mean(log_prob(x))`` in nats; with ``dequantize=True`` the batch holds
+    integer levels and ``x = batch + U[0, 1)`` is drawn from ``key``. The streams ``logdet``
+    and ``dequant`` are derived from ``key``. When the state has non-parameter collections
+    (``lipschitz``), the model is applied with them mutable, so spectrally normalised layers
+    refresh their power iteration once per step, and the refreshed values are kept
+    (``constants``, e.g. Glow's fixed LU factors, are read only).
+
+    Args:
+        model: the training-mode model (e.g. a residual flow with its training estimator).
+        optimizer: the optax transformation the state was created with.
+        dequantize: the data are integer image levels.
+
+    Returns:
+        ``step(state, batch, key) -> (state, metrics)`` with ``metrics`` a dict of device
+        scalars: ``loss`` (mean NLL in nats), ``grad_norm`` (global norm of the gradient) and
+        ``finite`` (False when the step was skipped).
+
+    Example:
+        >>> step = make_train_step(flow, optimizer)
+        >>> state, metrics = step(state, x_batch, jax.random.key(1))
+    """
+
+    def step(state: TrainState, batch: jax.Array, key: jax.Array):
+        x, rngs = _inputs_and_rngs(batch, key, dequantize)
+        mutable = sorted(c for c in state.collections if c != CONSTANTS)
+
+        def loss_fn(params):
+            variables = {**state.variables(), PARAMS: params}
+            if mutable:
+                log_prob, updated = model.apply(
+                    variables, x, method="log_prob", rngs=rngs, mutable=mutable
+                )
+                collections = {**state.collections, **updated}
+            else:
+                log_prob = model.apply(variables, x, method="log_prob", rngs=rngs)
+                collections = state.collections
+            return -jnp.mean(log_prob), collections
+
+        (loss, collections), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        finite = _all_finite(loss, grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=_select(finite, params, state.params),
+            collections=_select(finite, collections, state.collections),
+            opt_state=_select(finite, opt_state, state.opt_state),
+            nonfinite_steps=state.nonfinite_steps + jnp.where(finite, 0, 1).astype(jnp.int32),
+        )
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite}
+        return new_state, metrics
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def make_eval_step(model: nn.Module, *, dequantize: bool = False) -> EvalStep:
+    """Builds the jitted per-example NLL of ``model`` (nats), without changing the state.
+
+    With a ``lipschitz`` collection the model is applied with it mutable, so the spectral
+    normalisation is refreshed for the current weights; the refreshed vectors are discarded.
+    With ``dequantize=True`` one uniform dequantization draw per example comes from ``key``;
+    pass a fixed key to get a deterministic evaluation.
+
+    Args:
+        model: the evaluation-mode model (built with ``training=False``); it shares the
+            training model's parameters.
+        dequantize: the data are integer image levels.
+
+    Returns:
+        ``eval_step(state, batch, key) -> nll`` with ``nll`` of shape ``(batch_size,)``.
+
+    Example:
+        >>> nll = make_eval_step(eval_flow)(state, x_test[:500], jax.random.key(0))
+    """
+
+    def eval_step(state: TrainState, batch: jax.Array, key: jax.Array) -> jax.Array:
+        x, rngs = _inputs_and_rngs(batch, key, dequantize)
+        if LIPSCHITZ in state.collections:
+            log_prob, _ = model.apply(
+                state.variables(), x, method="log_prob", rngs=rngs, mutable=[LIPSCHITZ]
+            )
+        else:
+            log_prob = model.apply(state.variables(), x, method="log_prob", rngs=rngs)
+        return -log_prob
+
+    return jax.jit(eval_step)

@@ -1,0 +1,134 @@
+"""Bad input to the CLI: one clear message on stderr, exit code 2, no traceback, no writes."""
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+from jflows.cli import main, parse_options
+
+TINY = ["--opt", "n_couplings=2", "--opt", "hidden=(8,)"]
+
+
+def snapshot(directory):
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                files[path] = (hashlib.sha256(f.read()).hexdigest(), os.stat(path).st_mtime_ns)
+    return files
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    args = ["train", "--model", "realnvp", "--data", "moons", "--out", str(out), "--steps", "3",
+            "--batch-size", "32", "--quiet", *TINY]
+    assert main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def arrays(tmp_path_factory):
+    d = tmp_path_factory.mktemp("arrays")
+    rng = np.random.default_rng(0)
+    items = {
+        "rank3.npy": rng.normal(size=(10, 4, 4)).astype(np.float32),
+        "ints.npy": rng.integers(0, 5, size=(10, 2)),
+        "nan.npy": np.where(np.arange(20).reshape(10, 2) == 7, np.nan, 1.0),
+        "bright.npy": np.full((10, 4, 4, 1), 200, np.uint8),
+        "vec3.npy": rng.normal(size=(10, 3)).astype(np.float32),
+    }
+    for name, x in items.items():
+        np.save(d / name, x)
+    return d
+
+
+def fails(capsys, args, *needles):
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+def train(out, *extra, model="realnvp", data="moons"):
+    return ["train", "--model", model, "--data", data, "--out", str(out), "--quiet", *extra]
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "needles"),
+    [
+        ("rank3.npy", [], ["rank 3", "x[..., None]"]),
+        ("ints.npy", [], ["int64", "astype"]),
+        ("nan.npy", [], ["NaN"]),
+        ("bright.npy", ["--levels", "17"], ["200", "--levels"]),
+    ],
+)
+def test_bad_npy_data(capsys, tmp_path, arrays, name, extra, needles):
+    out = tmp_path / "new"
+    fails(capsys, train(out, *extra, data=str(arrays / name)), name, *needles)
+    assert not out.exists()
+
+
+def test_unknown_model_and_data(capsys, tmp_path):
+    fails(capsys, train(tmp_path / "a", model="realnvq"), "'realnvq'", "nice")
+    fails(capsys, train(tmp_path / "b", data="8gausians"), "'8gausians'", "8gaussians")
+    fails(capsys, train(tmp_path / "c", data="missing.npy"), "missing.npy", "does not exist")
+    assert not os.listdir(tmp_path)
+
+
+def test_bad_model_options(capsys, tmp_path):
+    fails(capsys, train(tmp_path / "a", "--opt", "depth=3"), "'depth'", "n_couplings")
+    fails(capsys, train(tmp_path / "b", "--opt", "n_couplings"), "'n_couplings'", "key=value")
+    fails(capsys, train(tmp_path / "c", "--opt", "n_couplings=3"), "n_couplings", "3")
+    fails(capsys, train(tmp_path / "d", "--levels", "17"), "levels=17", "moons")
+    fails(capsys, train(tmp_path / "e", "--steps", "0"), "--steps", "0")
+    fails(capsys, train(tmp_path / "f", "--logit-alpha", "0.05"), "--logit-alpha", "0.05")
+    assert not os.listdir(tmp_path)
+
+
+def test_argparse_errors_exit_2(capsys):
+    assert main(["train", "--model", "realnvp"]) == 2
+    err = capsys.readouterr().err
+    assert "--data" in err and "Traceback" not in err
+    assert main(["fly"]) == 2
+
+
+def test_existing_run_is_never_overwritten(capsys, run_dir, tmp_path):
+    before = snapshot(run_dir)
+    fails(capsys, train(run_dir, *TINY, model="nice"), "'realnvp'", "'nice'", "--out")
+    fails(capsys, train(run_dir, *TINY, data="8gaussians"), "'moons'", "'8gaussians'")
+    fails(capsys, train(run_dir, "--opt", "n_couplings=4"), "n_couplings")
+    fails(capsys, train(run_dir, *TINY, "--seed", "5"), "seed")
+    assert snapshot(run_dir) == before
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    fails(capsys, train(other, *TINY), "notes", "not a jflows run")
+    assert os.listdir(other) == ["notes.txt"]
+
+
+def test_eval_and_sample_bad_input(capsys, run_dir, arrays, tmp_path):
+    before = snapshot(run_dir)
+    fails(capsys, ["eval", "--run", str(tmp_path), "--data", "moons"], str(tmp_path), "config.json")
+    fails(capsys, ["eval", "--run", str(tmp_path / "nope"), "--data", "moons"], "does not exist")
+    fails(capsys, ["eval", "--run", str(run_dir), "--data", str(arrays / "vec3.npy")],
+          "vec3.npy", "(3,)", "(2,)")
+    fails(capsys, ["eval", "--run", str(run_dir), "--data", "digits"], "'digits'", "(8, 8, 1)")
+    fails(capsys, ["eval", "--run", str(run_dir), "--data", str(arrays / "nan.npy")], "NaN")
+    fails(capsys, ["sample", "--run", str(run_dir), "--n", "5", "--out", str(tmp_path / "s.txt")],
+          "s.txt", ".npy")
+    fails(capsys, ["sample", "--run", str(run_dir), "--n", "0", "--out", str(tmp_path / "s.npy")],
+          "--n")
+    assert snapshot(run_dir) == before
+
+
+def test_parse_options():
+    assert parse_options(["hidden=(64, 64)", "scale_map=tanh", "actnorm=True"]) == {
+        "hidden": (64, 64), "scale_map": "tanh", "actnorm": True,
+    }

@@ -1,0 +1,69 @@
+"""A `jflows train` killed with SIGKILL resumes from its last checkpoint and finishes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+STEPS = 1500
+
+
+def command(out):
+    return [sys.executable, "-m", "jflows.cli", "train", "--model", "realnvp", "--data", "moons",
+            "--out", str(out), "--steps", str(STEPS), "--checkpoint-every", "50",
+            "--eval-every", "500", "--batch-size", "64", "--opt", "n_couplings=2",
+            "--opt", "hidden=(16,)", "--quiet"]
+
+
+def environment(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax_cache")  # the rerun reuses compiles
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    return env
+
+
+def finished_checkpoints(out):
+    path = out / "checkpoints"
+    return sorted(int(p) for p in os.listdir(path) if p.isdigit()) if path.is_dir() else []
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_resumes(tmp_path):
+    out = tmp_path / "run"
+    env = environment(tmp_path)
+    proc = subprocess.Popen(command(out), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not finished_checkpoints(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (out / "metrics.json").exists()
+    killed_at = finished_checkpoints(out)[-1]
+    assert 50 <= killed_at < STEPS
+
+    rerun = subprocess.run(command(out), env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Traceback" not in rerun.stderr
+    resumed_from = int(rerun.stderr.split("resuming from step ")[1].split()[0])
+    assert resumed_from >= killed_at and resumed_from % 50 == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == STEPS and metrics["wall_time_s"] > 0
+    evals = [json.loads(line)["step"] for line in (out / "evals.jsonl").read_text().splitlines()]
+    assert evals == [500, 1000, 1500]
+    assert finished_checkpoints(out) == [1450, 1500]
+
+
+def test_console_errors_exit_2_without_traceback(tmp_path):
+    args = [sys.executable, "-m", "jflows.cli", "train", "--model", "nosuch", "--data", "moons",
+            "--out", str(tmp_path / "x")]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120,
+                            env=environment(tmp_path))
+    assert result.returncode == 2
+    assert "'nosuch'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x").exists()
