@@ -30,3 +30,7 @@ RNG_STREAMS = (PARAMS, LOGDET, SAMPLE, DEQUANT)
 # permutation and signs of an LU-parameterised 1x1 convolution. Saved with the parameters;
 # no optimizer sees them.
 CONSTANTS = "constants"
+
+# Per-call diagnostics sown by layers (e.g. the fixed-point inverse's iterations, residual and
+# convergence flag per residual block). Collected by applying with ``mutable=[DIAGNOSTICS]``.
+DIAGNOSTICS = "diagnostics"

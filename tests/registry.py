@@ -96,3 +96,27 @@ CASES += [
         IMG1, levels=2, steps=2, hidden=4, preprocessing=jm.image_preprocessing(17)),
         IMG1, uniform=(0.0, 17.0)),
 ]
+
+RES_MLP = functools.partial(jb.LipschitzMLP, (8, 8), coeff=0.9, last_init_scale=1.0)
+RES_CNN = functools.partial(jb.LipschitzCNN, 4, coeff=0.9, last_init_scale=1.0)
+
+CASES += [
+    Case("residual_mlp_exact", lambda: jb.ResidualBlock(RES_MLP(), logdet="exact"), V,
+         perturb=0.05),
+    Case("residual_mlp_elu_mixed_norms", lambda: jb.ResidualBlock(
+        RES_MLP(activation="elu", norm_orders=(2.0, 1.5, 3.0, 2.0)), logdet="exact"), V,
+         perturb=0.05),
+    Case("residual_cnn_exact", lambda: jb.ResidualBlock(RES_CNN(), logdet="exact"), IMG,
+         perturb=0.05),
+    Case("residual_stack", lambda: jb.Stack(lambda: jb.Chain(
+        [jb.ResidualBlock(RES_MLP(), logdet="exact"), jb.ActNorm()]), 2), V, perturb=0.05),
+    Case("model_resflow_vector", lambda: jm.resflow((4,), n_blocks=2, hidden=(8,),
+                                                    training=False), V, perturb=0.05),
+    Case("model_iresnet_vector", lambda: jm.iresnet((4,), n_blocks=2, hidden=(8,),
+                                                    training=False), V, perturb=0.05),
+    Case("model_resflow_image", lambda: jm.resflow(
+        IMG, n_blocks=1, hidden=4, fc_blocks=1, fc_hidden=(8,), exact_max_dims=64,
+        training=False), IMG, perturb=0.05),
+    Case("model_iresnet_image", lambda: jm.iresnet(
+        IMG, n_blocks=1, hidden=4, exact_max_dims=64, training=False), IMG, perturb=0.05),
+]

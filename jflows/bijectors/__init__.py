@@ -9,10 +9,12 @@ from jflows.bijectors.elementwise import ElementwiseAffine, FixedAffine
 from jflows.bijectors.factor_out import FactorOut
 from jflows.bijectors.glow_step import GlowStep
 from jflows.bijectors.invconv import InvertibleConv1x1
+from jflows.bijectors.lipschitz_nets import LipschitzCNN, LipschitzMLP
 from jflows.bijectors.logit import Logit
 from jflows.bijectors.masks import make_mask
 from jflows.bijectors.permutation import Permute, Reverse
 from jflows.bijectors.reshape import Reshape
+from jflows.bijectors.residual import InverseNotConvergedError, ResidualBlock
 from jflows.bijectors.squeeze import Squeeze
 from jflows.bijectors.stack import Stack
 
@@ -26,12 +28,16 @@ __all__ = [
     "FixedAffine",
     "GlowStep",
     "Inverse",
+    "InverseNotConvergedError",
     "InvertibleConv1x1",
+    "LipschitzCNN",
+    "LipschitzMLP",
     "Logit",
     "MLP",
     "MaskedCoupling",
     "Permute",
     "Reshape",
+    "ResidualBlock",
     "Reverse",
     "SplitCoupling",
     "Squeeze",

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from jflows.bijectors.base import Bijector
 from jflows.errors import ConfigError
-from jflows.names import CONSTANTS, LIPSCHITZ, LOGDET, PARAMS
+from jflows.names import CONSTANTS, DIAGNOSTICS, LIPSCHITZ, LOGDET, PARAMS
 
 _METHODS = ("forward_and_log_det", "inverse_and_log_det")
 
@@ -64,7 +64,7 @@ class Stack(Bijector):
         if self.remat:
             body = nn.remat(body, prevent_cse=False, methods=list(_METHODS))
         common = dict(
-            variable_axes={PARAMS: 0, LIPSCHITZ: 0, CONSTANTS: 0},
+            variable_axes={PARAMS: 0, LIPSCHITZ: 0, CONSTANTS: 0, DIAGNOSTICS: 0},
             split_rngs={PARAMS: True, LOGDET: True},
             length=self.length,
         )

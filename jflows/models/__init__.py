@@ -7,8 +7,15 @@ from jflows.models.glow import glow
 from jflows.models.nice import nice
 from jflows.models.preprocessing import image_preprocessing, vector_preprocessing
 from jflows.models.realnvp import realnvp
+from jflows.models.residual import iresnet, resflow
 
-MODELS = {"nice": nice, "realnvp": realnvp, "glow": glow}
+MODELS = {
+    "nice": nice,
+    "realnvp": realnvp,
+    "glow": glow,
+    "iresnet": iresnet,
+    "resflow": resflow,
+}
 
 __all__ = [
     "MODELS",
@@ -18,8 +25,10 @@ __all__ = [
     "StandardNormal",
     "glow",
     "image_preprocessing",
+    "iresnet",
     "nice",
     "realnvp",
+    "resflow",
     "to_distrax",
     "vector_preprocessing",
 ]
