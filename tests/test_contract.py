@@ -17,6 +17,8 @@ from registry import CASES, Case
 
 from jflows.names import LIPSCHITZ, LOGDET, PARAMS, SAMPLE
 
+pytestmark = pytest.mark.float64  # the suite that .ci/run repeats with JAX_ENABLE_X64=1
+
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = jnp.float64 if X64 else jnp.float32
 BATCH = 3
@@ -66,7 +68,12 @@ class Harness:
         return (1e-9 if X64 else self.case.rtol32) * scale
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[c.name for c in CASES])
+# one xdist group per case, so with ``--dist loadgroup`` each case is built on one worker only
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(c, marks=pytest.mark.xdist_group(c.name)) for c in CASES],
+    ids=[c.name for c in CASES],
+)
 def h(request) -> Harness:
     return Harness(request.param)
 
