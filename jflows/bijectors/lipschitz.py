@@ -25,7 +25,7 @@ from jflows.kernels.spectral import (
     power_iteration_adaptive,
     sigma_from_vectors,
 )
-from jflows.names import LIPSCHITZ, PARAMS
+from jflows.names import DIAGNOSTICS, LIPSCHITZ, PARAMS
 
 OperatorFactory = Callable[[jax.Array], tuple[Callable, Callable]]
 INIT_ITERATIONS = 200
@@ -89,7 +89,11 @@ def normalized_weight(
             u, v, _ = iterate(u, v, n_iter)
         state.value = {"u": u, "v": v}
     sigma = sigma_from_vectors(matvec, u, v)
-    return kernel / lipschitz_scale(sigma, coeff)
+    normalized = kernel / lipschitz_scale(sigma, coeff)
+    # for jflows.models.residual_diagnostics (kept only when DIAGNOSTICS is mutable)
+    module.sow(DIAGNOSTICS, f"{name}_weight", normalized)
+    module.sow(DIAGNOSTICS, f"{name}_coeff", jnp.asarray(coeff, kernel.dtype))
+    return normalized
 
 
 def lipswish_betas(module: nn.Module, count: int, init: float) -> list[jax.Array]:

@@ -16,6 +16,8 @@ from jflows.models.common import assemble_flow, event_kind
 from jflows.models.flow import Flow
 
 EVAL_EXACT_TERMS = 20
+EVAL_POWER_ITERATIONS = 100
+"""Power iterations per refresh in evaluation models (Residual Flows: 200 before validation)."""
 
 
 def estimator_settings(
@@ -101,7 +103,7 @@ def _residual_flow(
     branch_kw = dict(
         coeff=coeff,
         activation=activation,
-        power_iterations=power_iterations,
+        power_iterations=power_iterations if training else EVAL_POWER_ITERATIONS,
         last_init_scale=last_init_scale,
     )
     block_kw = dict(inverse_max_iter=inverse_max_iter)
@@ -201,7 +203,8 @@ def resflow(
         fc_hidden: widths of the fully connected blocks.
         factor_out: factor out half the channels after each squeeze (images).
         exact_max_dims: evaluation uses the exact log-det up to this many scalars per event.
-        power_iterations: power iterations per training step.
+        power_iterations: power iterations per training step (evaluation models, which
+            refresh before evaluating, use 100).
         last_init_scale: factor on each branch's last-layer initial weights.
         inverse_max_iter: iteration cap of the fixed-point inverse.
         preprocessing: bijectors applied first (``vector_preprocessing`` /
@@ -285,7 +288,7 @@ def iresnet(
         fc_hidden: widths of the fully connected blocks.
         factor_out: factor out half the channels after each squeeze (images).
         exact_max_dims: evaluation uses the exact log-det up to this many scalars per event.
-        power_iterations: power iterations per training step.
+        power_iterations: power iterations per training step (evaluation models use 100).
         inverse_max_iter: iteration cap of the fixed-point inverse.
         preprocessing: bijectors applied first.
         base: ``"diagonal"`` (learned, i-ResNet's default) or ``"standard"``.

@@ -12,7 +12,7 @@ from jflows.training.metrics import evaluate_nll
 from jflows.training.optim import make_optimizer
 from jflows.training.runs import build_model, load_run, read_config
 from jflows.training.state import TrainState, create_train_state
-from jflows.training.step import make_eval_step, make_train_step
+from jflows.training.step import make_eval_step, make_lipschitz_refresh, make_train_step
 
 __all__ = [
     "Checkpointer",
@@ -23,6 +23,7 @@ __all__ = [
     "fit",
     "load_run",
     "make_eval_step",
+    "make_lipschitz_refresh",
     "make_optimizer",
     "make_train_step",
     "read_config",

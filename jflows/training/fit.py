@@ -34,7 +34,7 @@ from jflows.training.metrics import (
 )
 from jflows.training.optim import make_optimizer
 from jflows.training.state import TrainState, create_train_state
-from jflows.training.step import make_eval_step, make_train_step
+from jflows.training.step import make_eval_step, make_lipschitz_refresh, make_train_step
 
 EVALS_FILE = "evals.jsonl"
 METRICS_FILE = "metrics.json"
@@ -176,6 +176,9 @@ def fit(
         write_jsonl(evals_path, history)  # drop evaluations made after the checkpoint
     train_step = make_train_step(model, optimizer, dequantize=image)
     eval_step = make_eval_step(eval_model, dequantize=image)
+    # the evaluation model refreshes with many more power iterations (Residual Flows: 200
+    # before validation), so the saved state is normalised with converged vectors
+    refresh = make_lipschitz_refresh(eval_model, dequantize=image)
     next_batch = _batch_sampler(batch_size)
     pool = jax.device_put(np.asarray(dataset.train))
 
@@ -207,6 +210,8 @@ def fit(
                 train_loss = float(metrics["loss"])
                 bar.set_postfix(loss=f"{train_loss:.4f}", refresh=False)
             bar.update(1)
+            if final:  # stored power-iteration vectors match the final weights
+                state = refresh(state, batch, key)
             if done % eval_every == 0 or final:
                 last = evaluate(done)
                 bpd = last.get("test_bits_per_dim")

@@ -136,3 +136,32 @@ def make_eval_step(model: nn.Module, *, dequantize: bool = False) -> EvalStep:
         return -log_prob
 
     return jax.jit(eval_step)
+
+
+def make_lipschitz_refresh(model: nn.Module, *, dequantize: bool = False):
+    """Builds a jitted ``refresh(state, batch, key) -> state`` for spectrally normalised layers.
+
+    The training step refreshes the power-iteration vectors inside its forward pass, for the
+    weights it is about to use; after the optimizer update the stored vectors are one step
+    behind the new weights. ``refresh`` runs the model's forward pass with the ``lipschitz``
+    collection mutable and keeps the result (what Residual Flows' ``update_lipschitz`` does
+    before validation), so a state that is saved, evaluated or sampled from is normalised with
+    vectors that match its own weights. Pass the evaluation model (``training=False``), whose
+    layers run 100 power iterations per refresh. States without that collection are returned
+    unchanged.
+
+    Example:
+        >>> refresh = make_lipschitz_refresh(flow)
+        >>> state = refresh(state, x_batch, jax.random.key(0))
+    """
+
+    def refresh(state: TrainState, batch: jax.Array, key: jax.Array) -> TrainState:
+        if LIPSCHITZ not in state.collections:
+            return state
+        x, rngs = _inputs_and_rngs(batch, key, dequantize)
+        _, updated = model.apply(
+            state.variables(), x, method="log_prob", rngs=rngs, mutable=[LIPSCHITZ]
+        )
+        return state.replace(collections={**state.collections, **updated})
+
+    return jax.jit(refresh)
