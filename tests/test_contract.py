@@ -1,6 +1,6 @@
 """The shared contract suite: every registered bijector and model satisfies the same checks.
 
-Run once as is (float32) and once with ``JAX_ENABLE_X64=1`` (float64, tight tolerances):
+Run once as is (float32); the exactness checks (round trip, brute-force log-det, dtype) run again
 round trip, log-det against brute-force ``slogdet(jax.jacfwd(...))``, ``forward`` against
 ``forward_and_log_det``, jit against no jit, batched against vmapped single events, dtype.
 """
@@ -16,8 +16,6 @@ import pytest
 from registry import CASES, Case
 
 from jflows.names import LIPSCHITZ, LOGDET, PARAMS, SAMPLE
-
-pytestmark = pytest.mark.float64  # the suite that .ci/run repeats with JAX_ENABLE_X64=1
 
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = jnp.float64 if X64 else jnp.float32
@@ -82,6 +80,8 @@ def close(a, b, tol, atol_scale=1.0):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol * atol_scale)
 
 
+# ``float64``: the exactness checks that .ci/run repeats with JAX_ENABLE_X64=1
+@pytest.mark.float64
 def test_round_trip(h):
     assert h.ld.shape == (BATCH,)
     if h.case.same_shape:
@@ -91,6 +91,7 @@ def test_round_trip(h):
     close(ld_inv, -h.ld, h.tol(10))
 
 
+@pytest.mark.float64
 def test_logdet_matches_brute_force(h):
     if not h.case.exact_logdet:
         pytest.skip(f"{h.case.name} has a stochastic log-det; see its statistical tests")
@@ -138,5 +139,6 @@ def test_batch_matches_vmap_and_single_events(h):
     close(ld2[1], h.ld[::-1], h.tol(), atol_scale=10)
 
 
+@pytest.mark.float64
 def test_dtype_is_kept(h):
     assert h.z.dtype == DTYPE and h.ld.dtype == DTYPE
