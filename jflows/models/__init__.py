@@ -1,6 +1,7 @@
 """Flows and model factories."""
 
 from jflows.models.bases import DiagonalGaussian, StandardNormal
+from jflows.models.diagnostics import ResidualReport, residual_diagnostics
 from jflows.models.distrax_adapter import FlowBijector, to_distrax
 from jflows.models.flow import Flow
 from jflows.models.glow import glow
@@ -19,6 +20,7 @@ MODELS = {
 
 __all__ = [
     "MODELS",
+    "ResidualReport",
     "DiagonalGaussian",
     "Flow",
     "FlowBijector",
@@ -28,6 +30,7 @@ __all__ = [
     "iresnet",
     "nice",
     "realnvp",
+    "residual_diagnostics",
     "resflow",
     "to_distrax",
     "vector_preprocessing",
