@@ -99,3 +99,37 @@ def test_image_run_bits_per_dim_and_samples(image_run, tmp_path):
     x = np.load(tmp_path / "d.npy")
     assert x.shape == (9, 8, 8, 1) and x.dtype == np.uint8 and x.max() < 17
     assert (out / "samples.png").stat().st_size > 0
+
+
+def test_glow_run_with_reduced_bits_and_temperature(tmp_path):
+    out = tmp_path / "glow"
+    args = ["train", "--model", "glow", "--data", "digits", "--out", str(out), "--steps", "4",
+            "--n-bits", "3", "--batch-size", "16", "--quiet",
+            "--opt", "steps=1", "--opt", "hidden=8"]
+    assert main(args) == 0
+    config, metrics = read(out / "config.json"), read(out / "metrics.json")
+    assert config["levels"] == 8 and config["data_levels"] == 17 and config["n_bits"] == 3
+    assert config["temperature"] == 0.7  # Glow's pictures are drawn at 0.7
+    assert metrics["levels"] == 8
+    # bits/dim counts the reduced levels: the same NLL in nats over log(8) per dim, not log(17)
+    assert metrics["test_bits_per_dim"] == pytest.approx(
+        metrics["test_nll"] / (64 * np.log(2)), rel=1e-6)
+    assert main(["eval", "--run", str(out), "--data", "digits"]) == 0  # raw 17-level data
+    assert read(out / "eval.json")["nll"] == pytest.approx(metrics["test_nll"], rel=1e-6)
+    cold, hot = tmp_path / "cold.npy", tmp_path / "hot.npy"
+    for path, temperature in ((cold, "0.0"), (hot, "1.0")):
+        assert main(["sample", "--run", str(out), "--n", "16", "--out", str(path),
+                     "--temperature", temperature]) == 0
+    cold_x, hot_x = np.load(cold), np.load(hot)
+    assert cold_x.max() < 8
+    assert np.all(cold_x == cold_x[0])  # temperature 0: every sample is the prior mean
+    assert not np.all(hot_x == hot_x[0])
+
+
+def test_n_bits_rejects_vectors_and_too_many_bits(tmp_path, capsys):
+    base = ["train", "--model", "glow", "--out", str(tmp_path / "x"), "--quiet"]
+    assert main([*base, "--data", "moons", "--n-bits", "3"]) == 2
+    assert main([*base, "--data", "digits", "--n-bits", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "n_bits" in err or "--n-bits" in err
+    assert not (tmp_path / "x").exists()

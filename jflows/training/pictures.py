@@ -25,9 +25,16 @@ SAMPLE_CHUNK = 1000
 
 
 def draw_samples(
-    model: nn.Module, state: TrainState, n: int, key: jax.Array, chunk: int = SAMPLE_CHUNK
+    model: nn.Module,
+    state: TrainState,
+    n: int,
+    key: jax.Array,
+    chunk: int = SAMPLE_CHUNK,
+    temperature: float = 1.0,
 ) -> np.ndarray:
     """``n`` samples of the model in data units (stream ``sample``), ``chunk`` at a time.
+
+    ``temperature`` scales the standard deviation of the base (and of Glow's learned priors).
 
     Example:
         >>> x = draw_samples(flow, state, 500, jax.random.key(0))
@@ -36,7 +43,7 @@ def draw_samples(
 
     @jax.jit
     def sample(variables, k):
-        return model.apply(variables, size, method="sample", rngs={SAMPLE: k})
+        return model.apply(variables, size, temperature, method="sample", rngs={SAMPLE: k})
 
     variables = state.variables()
     parts = [
@@ -173,11 +180,13 @@ def save_run_pictures(
     key: jax.Array,
     eval_batch_size: int = 1000,
     n_samples: int | None = None,
+    temperature: float = 1.0,
 ) -> list[str]:
     """Writes a run's pictures: ``samples.png``, and ``density.png`` for 2-D data.
 
     ``samples.png`` is an image grid (images) or a scatter plot (vectors with ``d >= 2``);
-    ``density.png`` shows the density, the data and samples side by side.
+    ``density.png`` shows the density, the data and samples side by side. Samples are drawn
+    at ``temperature``.
 
     Returns:
         The paths written.
@@ -185,12 +194,12 @@ def save_run_pictures(
     written = []
     samples_path = os.path.join(out_dir, "samples.png")
     if dataset.is_image:
-        images = draw_samples(eval_model, state, n_samples or 64, key)
+        images = draw_samples(eval_model, state, n_samples or 64, key, temperature=temperature)
         save_image_grid(samples_path, images, dataset.levels)
         return [samples_path]
     if dataset.dims < 2:
         return written
-    samples = draw_samples(eval_model, state, n_samples or 5000, key)
+    samples = draw_samples(eval_model, state, n_samples or 5000, key, temperature=temperature)
     bounds = plot_range(dataset.train)
     save_scatter(samples_path, samples, bounds)
     written.append(samples_path)

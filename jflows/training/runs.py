@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflows.data import load_array, load_dataset
+from jflows.data import Dataset, load_array, load_dataset, reduce_bits
 from jflows.errors import CheckpointError, ConfigError, DataError
 from jflows.models import MODELS, image_preprocessing, vector_preprocessing
 from jflows.training.checkpoints import CHECKPOINT_DIR, Checkpointer
@@ -222,6 +222,24 @@ def existing_config(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     return None
 
 
+def reduce_dataset_bits(dataset: Dataset, n_bits: int | None) -> Dataset:
+    """``dataset`` with its images reduced to ``2 ** n_bits`` levels (unchanged for None).
+
+    Raises:
+        DataError: ``n_bits`` given for vector data, or more levels than the data have.
+    """
+    if n_bits is None:
+        return dataset
+    if not dataset.is_image:
+        raise DataError(
+            f"--n-bits {n_bits} only applies to image data, but {dataset.name!r} holds vectors; "
+            f"drop the option"
+        )
+    train, levels = reduce_bits(dataset.train, dataset.levels, n_bits)
+    test, _ = reduce_bits(dataset.test, dataset.levels, n_bits)
+    return dataclasses.replace(dataset, train=train, test=test, levels=levels)
+
+
 def data_for_run(spec: str, config: dict[str, Any], run_dir: str | os.PathLike) -> np.ndarray:
     """The rows ``jflows eval`` scores: all of a ``.npy`` file, or a built-in set's test split.
 
@@ -239,6 +257,16 @@ def data_for_run(spec: str, config: dict[str, Any], run_dir: str | os.PathLike) 
         x = load_dataset(spec, seed=config["seed"], **sizes).test
     run = os.fspath(run_dir)
     shape = tuple(config["event_shape"])
+    n_bits = config.get("n_bits")
+    if n_bits is not None and x.ndim == 4:  # the run models reduced bit depth
+        levels = config.get("data_levels") or 256
+        if int(x.max()) >= levels:
+            raise DataError(
+                f"data {spec!r} holds values up to {int(x.max())}, but run {run!r} was trained "
+                f"on {levels}-level images reduced to {n_bits} bits; evaluate it on "
+                f"{levels}-level images"
+            )
+        x, _ = reduce_bits(x, levels, n_bits)
     kind = "image" if x.ndim == 4 else "vector"
     if kind != config["kind"] or tuple(x.shape[1:]) != shape:
         raise DataError(
