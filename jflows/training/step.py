@@ -24,11 +24,26 @@ TrainStep = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[
 EvalStep = Callable[[TrainState, jax.Array, jax.Array], jax.Array]
 
 
-def _inputs_and_rngs(batch, key, dequantize: bool):
-    """Splits ``key`` into the model's streams and dequantizes integer data if asked."""
+def _inputs_and_rngs(batch, key, dequantize: bool, axis_name: str | None = None):
+    """Splits ``key`` into the model's streams and dequantizes integer data if asked.
+
+    Under ``pmap`` (``axis_name`` given) the dequantization noise is drawn for the gathered
+    global batch and each replica keeps its own slice, so it equals the single-device draw;
+    the ``logdet`` key is folded with the replica index, so every replica draws its own
+    Hutchinson probes and roulette length (as PyTorch's DataParallel replicas do).
+    """
     k_logdet, k_model_dequant, k_noise = jax.random.split(key, 3)
-    x = dequantize_levels(k_noise, batch) if dequantize else batch
-    return x, {LOGDET: k_logdet, DEQUANT: k_model_dequant}
+    if axis_name is None:
+        x = dequantize_levels(k_noise, batch) if dequantize else batch
+        return x, {LOGDET: k_logdet, DEQUANT: k_model_dequant}
+    index = jax.lax.axis_index(axis_name)
+    if dequantize:
+        full = jax.lax.all_gather(batch, axis_name, tiled=True)
+        noisy = dequantize_levels(k_noise, full)
+        x = jax.lax.dynamic_slice_in_dim(noisy, index * batch.shape[0], batch.shape[0])
+    else:
+        x = batch
+    return x, {LOGDET: jax.random.fold_in(k_logdet, index), DEQUANT: k_model_dequant}
 
 
 def _all_finite(loss, grads) -> jax.Array:
@@ -42,38 +57,25 @@ def _select(pred, new, old):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
-def make_train_step(
+def train_step_fn(
     model: nn.Module,
     optimizer: optax.GradientTransformation,
     *,
     dequantize: bool = False,
+    axis_name: str | None = None,
 ) -> TrainStep:
-    """Builds the jitted training step of ``model`` (the state argument is donated).
+    """The pure (un-jitted) training step behind every ``make_*_train_step``.
 
-    The loss is ``-mean(log_prob(x))`` in nats; with ``dequantize=True`` the batch holds
-    integer levels and ``x = batch + U[0, 1)`` is drawn from ``key``. The streams ``logdet``
-    and ``dequant`` are derived from ``key``. When the state has non-parameter collections
-    (``lipschitz``), the model is applied with them mutable, so spectrally normalised layers
-    refresh their power iteration once per step, and the refreshed values are kept
-    (``constants``, e.g. Glow's fixed LU factors, are read only).
-
-    Args:
-        model: the training-mode model (e.g. a residual flow with its training estimator).
-        optimizer: the optax transformation the state was created with.
-        dequantize: the data are integer image levels.
-
-    Returns:
-        ``step(state, batch, key) -> (state, metrics)`` with ``metrics`` a dict of device
-        scalars: ``loss`` (mean NLL in nats), ``grad_norm`` (global norm of the gradient) and
-        ``finite`` (False when the step was skipped).
-
-    Example:
-        >>> step = make_train_step(flow, optimizer)
-        >>> state, metrics = step(state, x_batch, jax.random.key(1))
+    With ``axis_name`` the function is meant to run under ``jax.pmap`` over that axis: the
+    loss and gradients are averaged over replicas with ``lax.pmean`` (equal local batches),
+    so every replica applies the same update. See :func:`make_train_step` for the rest.
     """
 
+    def reduce(value):
+        return value if axis_name is None else jax.lax.pmean(value, axis_name)
+
     def step(state: TrainState, batch: jax.Array, key: jax.Array):
-        x, rngs = _inputs_and_rngs(batch, key, dequantize)
+        x, rngs = _inputs_and_rngs(batch, key, dequantize, axis_name)
         mutable = sorted(c for c in state.collections if c != CONSTANTS)
 
         def loss_fn(params):
@@ -89,6 +91,7 @@ def make_train_step(
             return -jnp.mean(log_prob), collections
 
         (loss, collections), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        loss, grads = reduce(loss), reduce(grads)
         finite = _all_finite(loss, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -102,7 +105,41 @@ def make_train_step(
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite}
         return new_state, metrics
 
-    return jax.jit(step, donate_argnums=0)
+    return step
+
+
+def make_train_step(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    *,
+    dequantize: bool = False,
+) -> TrainStep:
+    """Builds the jitted training step of ``model`` (the state argument is donated).
+
+    The loss is ``-mean(log_prob(x))`` in nats; with ``dequantize=True`` the batch holds
+    integer levels and ``x = batch + U[0, 1)`` is drawn from ``key``. The streams ``logdet``
+    and ``dequant`` are derived from ``key``. When the state has non-parameter collections
+    (``lipschitz``), the model is applied with them mutable, so spectrally normalised layers
+    refresh their power iteration once per step, and the refreshed values are kept
+    (``constants``, e.g. Glow's fixed LU factors, are read only). A step whose loss or
+    gradients are not finite leaves the state unchanged except for ``nonfinite_steps``.
+    For several devices see :mod:`jflows.training.parallel`.
+
+    Args:
+        model: the training-mode model (e.g. a residual flow with its training estimator).
+        optimizer: the optax transformation the state was created with.
+        dequantize: the data are integer image levels.
+
+    Returns:
+        ``step(state, batch, key) -> (state, metrics)`` with ``metrics`` a dict of device
+        scalars: ``loss`` (mean NLL in nats), ``grad_norm`` (global norm of the gradient) and
+        ``finite`` (False when the step was skipped).
+
+    Example:
+        >>> step = make_train_step(flow, optimizer)
+        >>> state, metrics = step(state, x_batch, jax.random.key(1))
+    """
+    return jax.jit(train_step_fn(model, optimizer, dequantize=dequantize), donate_argnums=0)
 
 
 def make_eval_step(model: nn.Module, *, dequantize: bool = False) -> EvalStep:
