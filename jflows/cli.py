@@ -29,6 +29,7 @@ from jflows.data import load_dataset, vector_stats
 from jflows.errors import ConfigError, JflowsError
 from jflows.training import evaluate_nll, fit, load_run, make_eval_step
 from jflows.training.metrics import summarize_nll, write_json
+from jflows.training.parallel import initialize_distributed, to_host
 from jflows.training.pictures import (
     draw_samples,
     save_run_pictures,
@@ -114,6 +115,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--logit-alpha", type=float, help="logit pre-processing of images")
     train.add_argument("--opt", action="append", metavar="KEY=VALUE", help="model option")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--devices", type=int, help="data-parallel over this many local devices (default 1)"
+    )
+    train.add_argument(
+        "--coordinator", help="host:port of process 0, to train on several hosts (see README)"
+    )
+    train.add_argument("--num-processes", type=int, help="number of processes (hosts)")
+    train.add_argument("--process-id", type=int, help="this process's index, 0 .. n-1")
     evaluate = sub.add_parser("eval", help="NLL of a trained run on some data")
     evaluate.add_argument("--run", required=True, help="run directory")
     evaluate.add_argument("--data", required=True, help="built-in data name or a .npy path")
@@ -162,9 +171,29 @@ def _resolve(args, stored: dict[str, Any] | None) -> dict[str, Any]:
     return _as_json({**given, "seed": args.seed or 0, "options": given["options"] or {}})
 
 
+def _join_processes(args) -> None:
+    given = [args.coordinator, args.num_processes, args.process_id]
+    if all(v is None for v in given):
+        return
+    if any(v is None for v in given):
+        raise ConfigError(
+            "multi-process training needs all of --coordinator HOST:PORT, --num-processes N and "
+            "--process-id I (the same command on every host, with its own --process-id)"
+        )
+    if not 0 <= args.process_id < args.num_processes:
+        raise ConfigError(
+            f"--process-id {args.process_id} must lie in 0 .. {args.num_processes - 1}"
+        )
+    initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+
+
 def cmd_train(args) -> int:
     """``jflows train``: validates everything, writes config.json, trains, draws pictures."""
     check_model(args.model)
+    if args.devices is not None and args.devices < 1:
+        raise ConfigError(f"--devices must be at least 1, got {args.devices}")
+    _join_processes(args)
+    primary = jax.process_index() == 0
     stored = existing_config(args.out)
     config = _resolve(args, stored)
     check_options(config["model"], config["options"])
@@ -197,13 +226,18 @@ def cmd_train(args) -> int:
     optimizer = build_optimizer(config)
     abstract_state(model, optimizer, config)  # a bad option fails here, before any write
     os.makedirs(args.out, exist_ok=True)
-    write_json(os.path.join(args.out, CONFIG_FILE), config)
+    if primary:
+        write_json(os.path.join(args.out, CONFIG_FILE), config)
     state, history = fit(
         model, eval_model, dataset, steps=config["steps"], batch_size=config["batch_size"],
         seed=config["seed"], out_dir=args.out, eval_every=config["eval_every"],
         checkpoint_every=config["checkpoint_every"], eval_batch_size=config["eval_batch_size"],
-        optimizer=optimizer, progress=not args.quiet, model_name=config["model"],
+        optimizer=optimizer, progress=not args.quiet and primary, model_name=config["model"],
+        devices=args.devices,
     )
+    if not primary:
+        return 0
+    state = to_host(state)  # pictures are drawn by process 0 alone, on its own device
     save_run_pictures(
         args.out, eval_model, state, dataset, key=jax.random.key(config["seed"] + 1),
         eval_batch_size=config["eval_batch_size"], temperature=config["temperature"],

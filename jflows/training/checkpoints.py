@@ -71,8 +71,10 @@ class Checkpointer:
     ) -> tuple[TrainState, dict[str, Any]]:
         """Restores the checkpoint of ``step`` (default: the latest) into ``target``'s structure.
 
-        ``target`` may be a real state or its ``jax.eval_shape``; only shapes, dtypes and the
-        tree structure are used.
+        ``target`` may be a real state or its ``jax.eval_shape``; only shapes, dtypes, the
+        tree structure and any shardings are used. Leaves without a sharding are restored onto
+        this process's first device, whatever the devices the checkpoint was written from
+        (e.g. a run trained on several hosts can be evaluated on one).
 
         Raises:
             CheckpointError: when there is no checkpoint or it does not match ``target``.
@@ -82,7 +84,15 @@ class Checkpointer:
             raise CheckpointError(
                 f"no checkpoint in {self.directory!r}; train the run first (jflows train ...)"
             )
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+        def with_sharding(leaf):  # restore onto this process's device unless told otherwise
+            spec = ocp.utils.to_shape_dtype_struct(leaf)
+            if getattr(spec, "sharding", None) is None:
+                spec = jax.ShapeDtypeStruct(spec.shape, spec.dtype, sharding=local)
+            return spec
+
+        abstract = jax.tree_util.tree_map(with_sharding, target)
         args = ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
         )

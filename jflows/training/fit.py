@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from jflows.data import Dataset
 from jflows.errors import CheckpointError, ConfigError
+from jflows.training import parallel as par
 from jflows.training.checkpoints import CHECKPOINT_DIR, Checkpointer
 from jflows.training.metrics import (
     append_jsonl,
@@ -47,13 +48,15 @@ INIT_ROWS = 1024
 """At most this many training rows go into ``init`` (ActNorm's data-dependent statistics)."""
 
 
-def _batch_sampler(batch_size: int):
-    @jax.jit
+def _batch_sampler(batch_size: int, mesh=None):
     def next_batch(pool, data_key, step_key, step):
         idx = jax.random.randint(jax.random.fold_in(data_key, step), (batch_size,), 0, len(pool))
         return pool[idx], jax.random.fold_in(step_key, step)
 
-    return next_batch
+    if mesh is None:
+        return jax.jit(next_batch)
+    out = (par.batch_sharding(mesh), par.replicated_sharding(mesh))
+    return jax.jit(next_batch, out_shardings=out)
 
 
 def _check_positive(**values: int) -> None:
@@ -62,8 +65,10 @@ def _check_positive(**values: int) -> None:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _evaluate(eval_step, state, dataset: Dataset, eval_batch_size: int) -> dict[str, float]:
-    nll = evaluate_nll(eval_step, state, dataset.test, eval_batch_size)
+def _evaluate(
+    eval_step, state, dataset: Dataset, eval_batch_size: int, sharding=None
+) -> dict[str, float]:
+    nll = evaluate_nll(eval_step, state, dataset.test, eval_batch_size, sharding=sharding)
     summary = summarize_nll(nll, dataset.dims, dataset.is_image)
     record = {"test_nll": summary["nll"], "test_nll_stderr": summary["nll_stderr"]}
     if dataset.is_image:
@@ -89,6 +94,7 @@ def fit(
     progress: bool = True,
     resume: bool = True,
     model_name: str | None = None,
+    devices: int | None = None,
 ) -> tuple[TrainState, list[dict[str, Any]]]:
     """Trains ``model`` on ``dataset.train`` by maximum likelihood and evaluates on its test set.
 
@@ -121,6 +127,11 @@ def fit(
         resume: continue from ``out_dir``'s latest checkpoint; if False, ``out_dir`` must not
             hold checkpoints.
         model_name: recorded in ``metrics.json`` (default: the module's class name).
+        devices: train data-parallel over this many devices (a ``jit`` step with the batch
+            split over a mesh, see :mod:`jflows.training.parallel`); the results equal the
+            single-device run's. After :func:`~jflows.training.parallel.initialize_distributed`
+            the mesh spans every process (default: all devices), every process runs ``fit``
+            with the same arguments, and only process 0 writes the JSON files.
 
     Returns:
         ``(state, history)``: the final state and the list of evaluation records.
@@ -144,17 +155,30 @@ def fit(
         optimizer = make_optimizer(learning_rate, grad_clip=grad_clip)
     image = dataset.is_image
     init_key, data_key, step_key = jax.random.split(jax.random.key(seed), 3)
-    rows = np.random.default_rng(seed).permutation(len(dataset.train))[:INIT_ROWS]
+    multi = jax.process_count() > 1
+    mesh = par.make_mesh(devices) if multi or (devices or 1) > 1 else None
+    primary = jax.process_index() == 0
+    n_rows = INIT_ROWS
+    if mesh is not None:
+        par.check_divisible(batch_size, mesh)
+        par.check_divisible(eval_batch_size, mesh)
+        n_rows -= INIT_ROWS % mesh.devices.size
+    rows = np.random.default_rng(seed).permutation(len(dataset.train))[:n_rows]
 
     def init():
-        return create_train_state(
-            model, optimizer, dataset.train[rows], init_key, dequantize=image
+        if mesh is None:
+            return create_train_state(
+                model, optimizer, dataset.train[rows], init_key, dequantize=image
+            )
+        init_rows = dataset.train[rows][: len(rows) - len(rows) % mesh.devices.size]
+        return par.create_sharded_train_state(
+            model, optimizer, init_rows, init_key, mesh, dequantize=image
         )
 
     checkpointer, latest, evals_path, previous_time, train_loss = None, None, None, 0.0, None
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
-        evals_path = os.path.join(out_dir, EVALS_FILE)
+        evals_path = os.path.join(out_dir, EVALS_FILE) if primary else None
         checkpointer = Checkpointer(os.path.join(out_dir, CHECKPOINT_DIR))
         latest = checkpointer.latest_step()
         if latest is not None and not resume:
@@ -166,7 +190,13 @@ def fit(
     if latest is None:
         state = init()
     else:
-        state, meta = checkpointer.restore(jax.eval_shape(init))
+        target = jax.eval_shape(init)
+        if mesh is not None:
+            rep = par.replicated_sharding(mesh)
+            target = jax.tree.map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), target
+            )
+        state, meta = checkpointer.restore(target)
         previous_time = float(meta.get("wall_time_s", 0.0))
         train_loss = meta.get("train_loss")
         logger.info("resuming from step %d (checkpoint in %s)", latest, checkpointer.directory)
@@ -174,19 +204,32 @@ def fit(
     if evals_path is not None:
         history = read_jsonl(evals_path, max_step=int(state.step))
         write_jsonl(evals_path, history)  # drop evaluations made after the checkpoint
-    train_step = make_train_step(model, optimizer, dequantize=image)
-    eval_step = make_eval_step(eval_model, dequantize=image)
+    if mesh is None:
+        train_step = make_train_step(model, optimizer, dequantize=image)
+        eval_step = make_eval_step(eval_model, dequantize=image)
+        pool = jax.device_put(np.asarray(dataset.train))
+        eval_sharding = None
+    else:
+        train_step = par.make_sharded_train_step(model, optimizer, mesh, dequantize=image)
+        eval_step = par.make_sharded_eval_step(eval_model, mesh, dequantize=image)
+        pool = par.place(dataset.train, par.replicated_sharding(mesh))
+        eval_sharding = par.batch_sharding(mesh)
     # the evaluation model refreshes with many more power iterations (Residual Flows: 200
     # before validation), so the saved state is normalised with converged vectors
-    refresh = make_lipschitz_refresh(eval_model, dequantize=image)
-    next_batch = _batch_sampler(batch_size)
-    pool = jax.device_put(np.asarray(dataset.train))
+    if mesh is None:
+        refresh = make_lipschitz_refresh(eval_model, dequantize=image)
+    else:
+        refresh = par.make_sharded_lipschitz_refresh(eval_model, mesh, dequantize=image)
+    next_batch = _batch_sampler(batch_size, mesh)
 
     def wall_time():
         return previous_time + time.perf_counter() - started
 
     def evaluate(step_done):
-        record = {"step": step_done, **_evaluate(eval_step, state, dataset, eval_batch_size)}
+        record = {
+            "step": step_done,
+            **_evaluate(eval_step, state, dataset, eval_batch_size, eval_sharding),
+        }
         record.update(
             train_loss=train_loss,
             nonfinite_steps=int(state.nonfinite_steps),
@@ -226,7 +269,7 @@ def fit(
         bar.close()
         if checkpointer is not None:
             checkpointer.close()
-    if out_dir is not None:
+    if out_dir is not None and primary:
         summary = {
             key: last[key]
             for key in ("test_nll", "test_nll_stderr", "test_bits_per_dim")

@@ -33,6 +33,7 @@ def evaluate_nll(
     data: np.ndarray,
     batch_size: int,
     key: jax.Array | None = None,
+    sharding: jax.sharding.Sharding | None = None,
 ) -> np.ndarray:
     """Per-example NLL (nats) of every row of ``data``, computed ``batch_size`` rows at a time.
 
@@ -46,6 +47,8 @@ def evaluate_nll(
         data: rows of the model's event shape (integer levels for image models).
         batch_size: rows per compiled call.
         key: defaults to :func:`evaluation_key`.
+        sharding: place each batch with this sharding (data-parallel evaluation; every
+            process passes the whole ``data``).
 
     Returns:
         float64 array of shape ``(len(data),)``.
@@ -63,6 +66,8 @@ def evaluate_nll(
         if real < batch_size:
             pad = np.repeat(data[:1], batch_size - real, axis=0)
             batch = np.concatenate([batch, pad])
+        if sharding is not None:
+            batch = jax.make_array_from_callback(batch.shape, sharding, lambda i, b=batch: b[i])
         nll = eval_step(state, batch, jax.random.fold_in(key, b))
         results.append((nll, real))
     return np.concatenate([np.asarray(nll, np.float64)[:real] for nll, real in results])

@@ -37,7 +37,12 @@ from jax.sharding import PartitionSpec as P
 
 from jflows.errors import ConfigError
 from jflows.training.state import TrainState, create_train_state
-from jflows.training.step import TrainStep, train_step_fn
+from jflows.training.step import (
+    TrainStep,
+    lipschitz_refresh_fn,
+    make_eval_step,
+    train_step_fn,
+)
 
 DATA_AXIS = "data"
 
@@ -83,17 +88,23 @@ def replicate(tree, mesh: Mesh):
     Every process must pass the same values (e.g. a state initialised from the same seed).
     """
     sharding = replicated_sharding(mesh)
-
-    def put(leaf):
-        host = np.asarray(leaf)
-        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-    return jax.tree.map(put, tree)
+    return jax.tree.map(lambda leaf: place(leaf, sharding), tree)
 
 
 def shard_batch(local_batch, mesh: Mesh) -> jax.Array:
     """A global batch from this process's rows (all rows when there is one process)."""
     return jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(local_batch))
+
+
+def place(array, sharding: NamedSharding) -> jax.Array:
+    """Places a host array that every process holds in full according to ``sharding``."""
+    host = np.asarray(array)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def to_host(tree):
+    """Copies a (replicated) state to host numpy arrays, e.g. before single-process work."""
+    return jax.tree.map(np.asarray, tree)
 
 
 def create_sharded_train_state(
@@ -137,6 +148,24 @@ def make_sharded_train_step(
     rep, data = replicated_sharding(mesh), batch_sharding(mesh)
     fn = train_step_fn(model, optimizer, dequantize=dequantize)
     return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=0)
+
+
+def make_sharded_eval_step(model: nn.Module, mesh: Mesh, *, dequantize: bool = False):
+    """The per-example NLL under ``jit`` with the batch split over ``mesh``.
+
+    The result is replicated, so every process can read it (see
+    :func:`jflows.training.make_eval_step`).
+    """
+    rep, data = replicated_sharding(mesh), batch_sharding(mesh)
+    fn = make_eval_step(model, dequantize=dequantize)
+    return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=rep)
+
+
+def make_sharded_lipschitz_refresh(model: nn.Module, mesh: Mesh, *, dequantize: bool = False):
+    """:func:`jflows.training.make_lipschitz_refresh` with the batch split over ``mesh``."""
+    rep, data = replicated_sharding(mesh), batch_sharding(mesh)
+    fn = lipschitz_refresh_fn(model, dequantize=dequantize)
+    return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=rep)
 
 
 def make_pmap_train_step(
@@ -203,8 +232,8 @@ def initialize_distributed(coordinator: str, num_processes: int, process_id: int
         >>> initialize_distributed("10.0.0.1:4321", num_processes=2, process_id=rank)
         >>> mesh = make_mesh()  # all devices of both hosts
     """
-    if jax.default_backend() == "cpu" or not jax.devices():
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU collectives across processes (no effect on GPU/TPU); must precede backend start-up
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
     )

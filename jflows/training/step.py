@@ -175,6 +175,21 @@ def make_eval_step(model: nn.Module, *, dequantize: bool = False) -> EvalStep:
     return jax.jit(eval_step)
 
 
+def lipschitz_refresh_fn(model: nn.Module, *, dequantize: bool = False):
+    """The un-jitted ``refresh(state, batch, key) -> state`` (see make_lipschitz_refresh)."""
+
+    def refresh(state: TrainState, batch: jax.Array, key: jax.Array) -> TrainState:
+        if LIPSCHITZ not in state.collections:
+            return state
+        x, rngs = _inputs_and_rngs(batch, key, dequantize)
+        _, updated = model.apply(
+            state.variables(), x, method="log_prob", rngs=rngs, mutable=[LIPSCHITZ]
+        )
+        return state.replace(collections={**state.collections, **updated})
+
+    return refresh
+
+
 def make_lipschitz_refresh(model: nn.Module, *, dequantize: bool = False):
     """Builds a jitted ``refresh(state, batch, key) -> state`` for spectrally normalised layers.
 
@@ -188,17 +203,7 @@ def make_lipschitz_refresh(model: nn.Module, *, dequantize: bool = False):
     unchanged.
 
     Example:
-        >>> refresh = make_lipschitz_refresh(flow)
+        >>> refresh = make_lipschitz_refresh(eval_flow)
         >>> state = refresh(state, x_batch, jax.random.key(0))
     """
-
-    def refresh(state: TrainState, batch: jax.Array, key: jax.Array) -> TrainState:
-        if LIPSCHITZ not in state.collections:
-            return state
-        x, rngs = _inputs_and_rngs(batch, key, dequantize)
-        _, updated = model.apply(
-            state.variables(), x, method="log_prob", rngs=rngs, mutable=[LIPSCHITZ]
-        )
-        return state.replace(collections={**state.collections, **updated})
-
-    return jax.jit(refresh)
+    return jax.jit(lipschitz_refresh_fn(model, dequantize=dequantize))
