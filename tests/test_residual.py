@@ -173,3 +173,17 @@ def test_diagnostics_bound_formula():
     assert report.bi_lipschitz_bound == pytest.approx(max(1 + k, 1 / (1 - k)) ** 3)
     assert all(0 < b["lipschitz"] <= b["bound"] * 1.01 for b in report.blocks)
     assert "inversion error" in report.summary()
+
+
+def test_sampling_needs_no_logdet_stream():
+    """Sampling only inverts the blocks, so an evaluation model with a stochastic log-det
+    (more than 16 dimensions: 20 exact terms plus a tail) samples with the sample stream only."""
+    flow = jm.resflow((4, 4, 2), n_blocks=1, hidden=4, fc_blocks=0, training=False)
+    x = jax.random.normal(jax.random.key(0), (4, 4, 4, 2))
+    variables = flow.init({PARAMS: jax.random.key(1), LOGDET: jax.random.key(2)}, x,
+                          method="log_prob")
+    samples = flow.apply(variables, 3, method="sample", rngs={"sample": jax.random.key(3)})
+    assert samples.shape == (3, 4, 4, 2)
+    with pytest.raises(MissingRngError, match="'logdet'"):
+        flow.apply(variables, 3, method="sample_and_log_prob",
+                   rngs={"sample": jax.random.key(3)})

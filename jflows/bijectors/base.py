@@ -18,7 +18,10 @@ class Bijector(nn.Module):
     """Base class of all jflows bijectors.
 
     Subclasses implement :meth:`forward_and_log_det` and :meth:`inverse_and_log_det`;
-    :meth:`forward` and :meth:`inverse` are derived (XLA drops the unused log-det).
+    :meth:`forward` and :meth:`inverse` are derived (XLA drops the unused log-det). Bijectors
+    whose log-det is expensive or stochastic (residual blocks) also override :meth:`forward` and
+    :meth:`inverse` to skip it, and containers (``Chain``, ``Stack``, ...) pass those calls on,
+    so sampling never computes (or needs the RNG stream of) a log-det it throws away.
 
     Invariants checked for every bijector by ``tests/test_contract.py``:
     ``inverse(forward(x)) == x``; the forward log-det equals

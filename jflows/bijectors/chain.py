@@ -40,6 +40,16 @@ class Chain(Bijector):
             logdet = logdet + ld
         return z, logdet
 
+    def forward(self, x: jax.Array) -> jax.Array:
+        for bijector in self.bijectors:
+            x = bijector.forward(x)
+        return x
+
+    def inverse(self, z: jax.Array) -> jax.Array:
+        for bijector in reversed(self.bijectors):
+            z = bijector.inverse(z)
+        return z
+
 
 class Inverse(Bijector):
     """Swaps the two directions of ``bijector``: ``Inverse(b).forward == b.inverse``."""
@@ -51,3 +61,9 @@ class Inverse(Bijector):
 
     def inverse_and_log_det(self, z: jax.Array):
         return self.bijector.forward_and_log_det(z)
+
+    def forward(self, x: jax.Array) -> jax.Array:
+        return self.bijector.inverse(x)
+
+    def inverse(self, z: jax.Array) -> jax.Array:
+        return self.bijector.forward(z)

@@ -50,21 +50,41 @@ class FactorOut(Bijector):
         out = self.prior_net(x_kept, 2 * channels)
         return out[..., :channels], out[..., channels:]
 
-    def forward_and_log_det(self, x: jax.Array):
+    def _forward(self, x: jax.Array, with_log_det: bool):
         a, b = self._split(x)
-        za, logdet = self.inner.forward_and_log_det(a)
+        if with_log_det:
+            za, logdet = self.inner.forward_and_log_det(a)
+        else:
+            za, logdet = self.inner.forward(a), None
         if self.learned_prior:
             mu, log_sigma = self.conditional_prior(a, b.shape[-1])
             b = (b - mu) * jnp.exp(-log_sigma)
-            logdet = logdet - sum_event(log_sigma, 3)
+            if with_log_det:
+                logdet = logdet - sum_event(log_sigma, 3)
         return jnp.concatenate([za, b], axis=-1), logdet
 
-    def inverse_and_log_det(self, z: jax.Array):
+    def _inverse(self, z: jax.Array, with_log_det: bool):
         k = (z.shape[-1] + 1) // 2
         za, u = z[..., :k], z[..., k:]
-        a, logdet = self.inner.inverse_and_log_det(za)
+        if with_log_det:
+            a, logdet = self.inner.inverse_and_log_det(za)
+        else:
+            a, logdet = self.inner.inverse(za), None
         if self.learned_prior:
             mu, log_sigma = self.conditional_prior(a, u.shape[-1])
             u = u * jnp.exp(log_sigma) + mu
-            logdet = logdet + sum_event(log_sigma, 3)
+            if with_log_det:
+                logdet = logdet + sum_event(log_sigma, 3)
         return jnp.concatenate([a, u], axis=-1), logdet
+
+    def forward_and_log_det(self, x: jax.Array):
+        return self._forward(x, True)
+
+    def inverse_and_log_det(self, z: jax.Array):
+        return self._inverse(z, True)
+
+    def forward(self, x: jax.Array) -> jax.Array:
+        return self._forward(x, False)[0]
+
+    def inverse(self, z: jax.Array) -> jax.Array:
+        return self._inverse(z, False)[0]

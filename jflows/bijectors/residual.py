@@ -130,8 +130,21 @@ class ResidualBlock(Bijector):
         gx, logdet = self._logdet(g, x)
         return x + gx, logdet
 
+    def forward(self, x: jax.Array) -> jax.Array:
+        """``x + g(x)`` without the log-det (no ``logdet`` stream needed)."""
+        return x + self.branch(x)(x)
+
+    def inverse(self, z: jax.Array) -> jax.Array:
+        """The fixed-point inverse without the log-det (sampling needs no ``logdet`` stream)."""
+        return self._solve(self.branch(z), z)
+
     def inverse_and_log_det(self, z: jax.Array):
         g = self.branch(z)
+        x = self._solve(g, z)
+        _, logdet = self._logdet(g, x)
+        return x, -logdet
+
+    def _solve(self, g, z):
         atol, rtol = self._tolerances(z.dtype)
         x, info = fixed_point_inverse(g, z, atol=atol, rtol=rtol, max_iter=self.inverse_max_iter)
         self.sow(DIAGNOSTICS, "inverse", info)
@@ -145,8 +158,7 @@ class ResidualBlock(Bijector):
                 info.residual,
                 self.name or "ResidualBlock",
             )
-        _, logdet = self._logdet(g, x)
-        return x, -logdet
+        return x
 
 
 def _raise_if_not_converged(converged, iterations, residual, name):

@@ -12,7 +12,7 @@ from jflows.bijectors.base import Bijector
 from jflows.errors import ConfigError
 from jflows.names import CONSTANTS, DIAGNOSTICS, LIPSCHITZ, LOGDET, PARAMS
 
-_METHODS = ("forward_and_log_det", "inverse_and_log_det")
+_METHODS = ("forward_and_log_det", "inverse_and_log_det", "forward", "inverse")
 
 
 class _ScanBody(nn.Module):
@@ -32,6 +32,12 @@ class _ScanBody(nn.Module):
 
     def inverse_and_log_det(self, z, _):
         return self.block.inverse_and_log_det(z)
+
+    def forward(self, x, _):
+        return self.block.forward(x), None
+
+    def inverse(self, z, _):
+        return self.block.inverse(z), None
 
 
 class Stack(Bijector):
@@ -68,11 +74,14 @@ class Stack(Bijector):
             split_rngs={PARAMS: True, LOGDET: True},
             length=self.length,
         )
+        backward = {**common, "reverse": True}
         scanned = nn.scan(
             body,
             methods={
                 "forward_and_log_det": common,
-                "inverse_and_log_det": {**common, "reverse": True},
+                "inverse_and_log_det": backward,
+                "forward": common,
+                "inverse": backward,
             },
         )
         self.layers = scanned(self.make_block)
@@ -84,3 +93,9 @@ class Stack(Bijector):
     def inverse_and_log_det(self, z: jax.Array):
         x, logdets = self.layers.inverse_and_log_det(z, None)
         return x, jnp.sum(logdets, axis=0)
+
+    def forward(self, x: jax.Array) -> jax.Array:
+        return self.layers.forward(x, None)[0]
+
+    def inverse(self, z: jax.Array) -> jax.Array:
+        return self.layers.inverse(z, None)[0]

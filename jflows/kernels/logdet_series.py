@@ -93,8 +93,8 @@ def logdet_estimate_with_info(
     n_terms = draw_n_terms(key_n, n_exact_terms, tail, geom_p, poisson_lam)
     dot_v = lambda a: sum_event(a * v, event_ndims)  # noqa: E731
 
-    gx, vjp_fn = jax.vjp(g, x)
     if gradient == "backprop":
+        gx, vjp_fn = jax.vjp(g, x)
 
         def bp_body(k, carry):
             w, est = carry
@@ -104,7 +104,10 @@ def logdet_estimate_with_info(
         _, est = lax.fori_loop(1, n_exact_terms + 1, bp_body, (v, zeros_logdet(x, event_ndims)))
         return gx, est, SeriesInfo(n_terms, n_terms)
 
-    # The loop gets no tangents: its vjp residuals and inputs are constants.
+    # The loop gets no tangents: its vjp residuals and inputs are constants. With Neumann
+    # gradients g(x) itself comes from the surrogate's jvp below (which also carries the
+    # gradient of the block's output), so g's forward and backward pass run once each.
+    gx, vjp_fn = jax.vjp(g, x if gradient == "none" else lax.stop_gradient(x))
     vjp_const = jax.tree_util.tree_map(lax.stop_gradient, vjp_fn)
     weight = lambda k: term_weight(k, n_exact_terms, tail, geom_p, poisson_lam, x.dtype)  # noqa: E731
 
@@ -127,13 +130,13 @@ def logdet_estimate_with_info(
     if gradient == "none":
         return gx, lax.stop_gradient(est), info
 
-    def surrogate(x_in):
-        _, jv = jax.jvp(g, (x_in,), (v,))
-        return sum_event(s * jv, event_ndims)
+    def output_and_surrogate(x_in):
+        g_out, jv = jax.jvp(g, (x_in,), (v,))
+        return g_out, sum_event(s * jv, event_ndims)
 
     if remat_surrogate:
-        surrogate = jax.checkpoint(surrogate)
-    sur = surrogate(x)
+        output_and_surrogate = jax.checkpoint(output_and_surrogate)
+    gx, sur = output_and_surrogate(x)
     return gx, est + (sur - lax.stop_gradient(sur)), info
 
 

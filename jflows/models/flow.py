@@ -41,13 +41,14 @@ class Flow(nn.Module):
         return self.bijector.forward_and_log_det(x)
 
     def forward(self, x: jax.Array) -> jax.Array:
-        """Maps data to latent."""
-        return self.forward_and_log_det(x)[0]
+        """Maps data to latent (no log-det is computed)."""
+        self._check(x)
+        return self.bijector.forward(x)
 
     def inverse(self, z: jax.Array) -> jax.Array:
-        """Maps latent to data."""
+        """Maps latent to data (no log-det is computed)."""
         self._check(z)
-        return self.bijector.inverse_and_log_det(z)[0]
+        return self.bijector.inverse(z)
 
     def inverse_and_log_det(self, z: jax.Array):
         """Returns ``(x, log|det dx/dz|)``."""
@@ -68,10 +69,14 @@ class Flow(nn.Module):
         return self.log_prob(x)
 
     def sample(self, n: int, temperature: float = 1.0) -> jax.Array:
-        """Draws ``n`` samples (stream ``sample``); ``temperature`` scales the base's std."""
+        """Draws ``n`` samples (stream ``sample``); ``temperature`` scales the base's std.
+
+        Only the inverse map runs: no log-det is computed, so residual flows need no
+        ``logdet`` stream here (``sample_and_log_prob`` does).
+        """
         key = require_rng(self, SAMPLE)
         z = self.base.sample(key, n, temperature)
-        return self.bijector.inverse_and_log_det(z)[0]
+        return self.bijector.inverse(z)
 
     def sample_and_log_prob(self, n: int, temperature: float = 1.0):
         """Draws ``n`` samples and returns ``(x, log p(x))`` under the (tempered) model."""
