@@ -28,11 +28,12 @@ def _level(
     coupling: str,
     lu: bool,
     learned_prior: bool,
+    unroll: int | bool,
 ) -> Bijector:
     step = functools.partial(GlowStep, hidden=hidden, coupling=coupling, lu=lu)
-    layers: list[Bijector] = [Squeeze(), Stack(step, length=steps)]
+    layers: list[Bijector] = [Squeeze(), Stack(step, length=steps, unroll=unroll)]
     if level < n_levels - 1:
-        inner = _level(level + 1, n_levels, steps, hidden, coupling, lu, learned_prior)
+        inner = _level(level + 1, n_levels, steps, hidden, coupling, lu, learned_prior, unroll)
         layers.append(FactorOut(inner, learned_prior=learned_prior))
     elif learned_prior:
         # Glow's learned top prior N(mu, sigma^2), written as z = (x - mu) / sigma.
@@ -50,6 +51,7 @@ def glow(
     coupling: str = "affine",
     lu: bool = True,
     learned_prior: bool = True,
+    unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
     training: bool = True,
 ) -> Flow:
@@ -71,6 +73,10 @@ def glow(
         coupling: ``"affine"`` or ``"additive"``.
         lu: LU-parameterised 1x1 convolutions.
         learned_prior: learned conditional and top priors (otherwise N(0, I) everywhere).
+        unroll: steps per iteration of each level's ``nn.scan`` loop (``True``: all). The
+            default unrolls the loop: XLA on CPU computes convolution-kernel gradients inside a
+            compiled loop about 10x slower (``python benchmarks/scan_unroll.py``), while the
+            parameters stay stacked and the step is still traced once.
         preprocessing: bijectors applied first (``image_preprocessing(levels)``).
         training: accepted for a uniform factory signature; Glow has no mode-dependent parts.
 
@@ -91,5 +97,5 @@ def glow(
             f"glow with levels={levels} needs H and W divisible by {div} (and steps >= 1), "
             f"got {h}x{w}, steps={steps}"
         )
-    core = _level(0, levels, steps, hidden, coupling, lu, learned_prior)
+    core = _level(0, levels, steps, hidden, coupling, lu, learned_prior, unroll)
     return assemble_flow(event_shape, [core], preprocessing, "standard")

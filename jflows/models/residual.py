@@ -54,14 +54,14 @@ def _vector_blocks(d, n_blocks, hidden, branch_kw, block_kw, actnorm, settings):
     return layers
 
 
-def _image_blocks(shape, n_blocks, hidden, branch_kw, block_kw, actnorm, settings):
+def _image_blocks(shape, n_blocks, hidden, branch_kw, block_kw, actnorm, settings, unroll):
     dims = math.prod(shape)
 
     def block():
         res = ResidualBlock(LipschitzCNN(hidden, **branch_kw), **block_kw, **settings(dims))
         return Chain([res, ActNorm(event_ndims=3)]) if actnorm else res
 
-    return Stack(block, length=n_blocks)
+    return Stack(block, length=n_blocks, unroll=unroll)
 
 
 def _residual_flow(
@@ -84,6 +84,7 @@ def _residual_flow(
     power_iterations,
     last_init_scale,
     inverse_max_iter,
+    unroll,
     preprocessing,
     base,
     training,
@@ -124,7 +125,9 @@ def _residual_flow(
 
     def scale(level: int, shape_now: tuple[int, int, int]) -> list[Bijector]:
         layers: list[Bijector] = [
-            _image_blocks(shape_now, n_blocks, conv_hidden, branch_kw, block_kw, actnorm, settings)
+            _image_blocks(
+                shape_now, n_blocks, conv_hidden, branch_kw, block_kw, actnorm, settings, unroll
+            )
         ]
         if level == n_scales - 1:
             if fc_blocks:
@@ -169,6 +172,7 @@ def resflow(
     power_iterations: int = 5,
     last_init_scale: float = 1e-3,
     inverse_max_iter: int = 200,
+    unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
     base: str = "standard",
     training: bool = True,
@@ -207,6 +211,10 @@ def resflow(
             refresh before evaluating, use 100).
         last_init_scale: factor on each branch's last-layer initial weights.
         inverse_max_iter: iteration cap of the fixed-point inverse.
+        unroll: blocks per iteration of the convolutional stacks' ``nn.scan`` loops
+            (``True``: all; XLA on CPU computes convolution-kernel gradients inside a compiled
+            loop about 10x slower, ``python benchmarks/scan_unroll.py``). Dense stacks keep one
+            block per iteration, so their compile time stays flat in depth.
         preprocessing: bijectors applied first (``vector_preprocessing`` /
             ``image_preprocessing``).
         base: ``"standard"`` or ``"diagonal"``.
@@ -239,6 +247,7 @@ def resflow(
         power_iterations=power_iterations,
         last_init_scale=last_init_scale,
         inverse_max_iter=inverse_max_iter,
+        unroll=unroll,
         preprocessing=preprocessing,
         base=base,
         training=training,
@@ -262,6 +271,7 @@ def iresnet(
     exact_max_dims: int = 16,
     power_iterations: int = 5,
     inverse_max_iter: int = 200,
+    unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
     base: str = "diagonal",
     training: bool = True,
@@ -270,11 +280,11 @@ def iresnet(
 
     Same architecture as :func:`resflow` with the i-ResNet settings: ELU, ``coeff=0.9``, the
     biased truncated series with ``n_terms`` terms, factor-out between scales and a learned
-    diagonal Gaussian prior. Its gradient is the Neumann-series estimator by default (about 3x
-    faster on CPU for the default image model); ``gradient="backprop"`` differentiates through
-    the series as the i-ResNet code does (time and memory grow with ``n_terms``). Evaluation (``training=False``) is
-    exact for small events and otherwise uses 20 exact terms plus a Poisson roulette tail, so
-    reported likelihoods are not biased by the truncation.
+    diagonal Gaussian prior. Its gradient is the Neumann-series estimator by default;
+    ``gradient="backprop"`` differentiates through the series as the i-ResNet code does (time
+    and memory grow with ``n_terms``; compare with ``benchmarks/residual_step.py``).
+    Evaluation (``training=False``) is exact for small events and otherwise uses 20 exact terms
+    plus a Poisson roulette tail, so reported likelihoods are not biased by the truncation.
 
     Args:
         event_shape: ``(d,)`` or ``(H, W, C)``.
@@ -292,6 +302,10 @@ def iresnet(
         exact_max_dims: evaluation uses the exact log-det up to this many scalars per event.
         power_iterations: power iterations per training step (evaluation models use 100).
         inverse_max_iter: iteration cap of the fixed-point inverse.
+        unroll: blocks per iteration of the convolutional stacks' ``nn.scan`` loops
+            (``True``: all; XLA on CPU computes convolution-kernel gradients inside a compiled
+            loop about 10x slower, ``python benchmarks/scan_unroll.py``). Dense stacks keep one
+            block per iteration, so their compile time stays flat in depth.
         preprocessing: bijectors applied first.
         base: ``"diagonal"`` (learned, i-ResNet's default) or ``"standard"``.
         training: training (True) or evaluation (False) estimator settings.
@@ -319,6 +333,7 @@ def iresnet(
         power_iterations=power_iterations,
         last_init_scale=1.0,
         inverse_max_iter=inverse_max_iter,
+        unroll=unroll,
         preprocessing=preprocessing,
         base=base,
         training=training,
