@@ -35,6 +35,7 @@ def nice(
     *,
     n_couplings: int = 4,
     hidden: Sequence[int] = (256, 256, 256),
+    unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
     base: str = "standard",
     training: bool = True,
@@ -51,6 +52,8 @@ def nice(
         event_shape: ``(d,)`` or ``(H, W, C)``.
         n_couplings: number of additive couplings (even).
         hidden: widths of each coupling's MLP.
+        unroll: coupling pairs per iteration of the ``nn.scan`` loop (``True``: all; dense
+            layers inside a compiled loop run slower on CPU, see :func:`jflows.models.realnvp`).
         preprocessing: bijectors applied first.
         base: ``"standard"`` or ``"diagonal"``.
         training: training or evaluation mode; accepted for a uniform factory signature
@@ -65,7 +68,11 @@ def nice(
     shape = tuple(int(s) for s in event_shape)
     dims = math.prod(shape)
     core: list[Bijector] = [
-        Stack(functools.partial(_additive_pair, tuple(hidden)), length=n_couplings // 2),
+        Stack(
+            functools.partial(_additive_pair, tuple(hidden)),
+            length=n_couplings // 2,
+            unroll=unroll,
+        ),
         ElementwiseAffine(event_ndims=1, use_shift=False),
     ]
     if kind == "image":

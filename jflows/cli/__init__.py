@@ -1,0 +1,66 @@
+"""The ``jflows`` command: ``train``, ``eval`` and ``sample``.
+
+Examples:
+    jflows train --model realnvp --data 8gaussians --out runs/8g
+    jflows train --model realnvp --data digits --out runs/digits --opt conv_hidden=32
+    jflows eval --run runs/8g --data points.npy
+    jflows sample --run runs/digits --n 64 --out digits.png
+
+Bad input (an unknown model or data name, an invalid ``.npy`` file, a directory that is not a
+run, ...) prints one line naming the problem and the fix on stderr and exits with code 2;
+everything is validated before a run directory is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from jflows.cli.arguments import DEFAULTS, build_parser, parse_options
+from jflows.cli.commands import cmd_eval, cmd_sample, cmd_train
+from jflows.errors import JflowsError
+
+__all__ = ["DEFAULTS", "main", "parse_options"]
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is at the time of each message."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def _log_to_stderr() -> None:
+    """Sends jflows' INFO messages (resumption, evaluations) to stderr, once per process."""
+    logger = logging.getLogger("jflows")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("jflows: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``jflows`` console script; returns the exit code."""
+    _log_to_stderr()
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse already printed the usage and the message
+        return int(exit_.code or 0)
+    try:
+        return COMMANDS[args.command](args)
+    except JflowsError as err:
+        print(f"jflows {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jflows: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
