@@ -35,6 +35,9 @@ N_TRAIN, N_TEST, BATCH_2D = 100_000, 5_000, 500
 BATCH_DIGITS, DIGITS_LEVELS, DIGITS_DIMS = 64, 17, 64
 INDEX_SEED, DEQUANT_SEED, TEST_DRAWS = 1234, 4321, 8
 WARMUP = 5
+SEED = 0
+"""Seed of the model initialisation and of the per-step keys (``--seed``); the data, the batch
+order and the test dequantization stay fixed."""
 PEERS = ("torch", "normflows", "flowjax", "distrax", "equinox", "paramax")
 NOT_INSTALLED = "not installed (pip install -e '.[bench]')"
 VERSIONS = "jax jaxlib flax optax numpy scikit-learn torch normflows flowjax equinox distrax"
@@ -133,11 +136,11 @@ def count_params(tree) -> int:
     return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
-def step_keys(steps: int, seed: int = 1) -> list:
-    """One JAX key per step, split before the timed loop."""
+def step_keys(steps: int) -> list:
+    """One JAX key per step (from ``1 + SEED``), split before the timed loop."""
     import jax
 
-    return list(jax.random.split(jax.random.key(seed), steps))
+    return list(jax.random.split(jax.random.key(1 + SEED), steps))
 
 
 # ---------------------------------------------------------------- processes
@@ -177,6 +180,13 @@ def parser(doc: str, default_steps: int, data: tuple[str, ...], stacks: tuple[st
         help="torch.set_num_threads for the normflows rows (default: torch's own; "
         "on a machine busy with other work 1 avoids OpenMP oversubscription)",
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of every stack's initialisation and step noise (data and batches fixed); "
+        "rerun with several seeds to see how much the test NLL moves",
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
     return p
@@ -184,6 +194,8 @@ def parser(doc: str, default_steps: int, data: tuple[str, ...], stacks: tuple[st
 
 def worker(runners: dict[str, Callable], args) -> None:
     """Child process: runs one stack on one data set and writes its result as JSON."""
+    global SEED
+    SEED = args.seed
     try:
         if args.torch_threads and args.worker == "normflows":
             import torch
@@ -216,6 +228,8 @@ def run_stacks(script: str, args, data: str) -> dict[str, dict]:
                 str(args.steps),
                 "--result",
                 out,
+                "--seed",
+                str(args.seed),
             ]
             if args.torch_threads:
                 cmd += ["--torch-threads", str(args.torch_threads)]

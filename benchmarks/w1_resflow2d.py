@@ -49,7 +49,7 @@ def run_jflows(data: str, steps: int) -> dict:
     )
     flow, eval_flow = jm.resflow((2,), **kw), jm.resflow((2,), **kw, training=False)
     opt = optax.adam(LR)
-    state = create_train_state(flow, opt, train[idx[0]], jax.random.key(0))
+    state = create_train_state(flow, opt, train[idx[0]], jax.random.key(C.SEED))
     step = make_train_step(flow, opt)
     setup_s = time.perf_counter() - start
 
@@ -69,8 +69,8 @@ def run_normflows(data: str, steps: int) -> dict:
     import normflows as nf
     import torch
 
-    torch.manual_seed(0)
-    np.random.seed(0)  # normflows draws the roulette lengths from numpy's global state
+    torch.manual_seed(C.SEED)
+    np.random.seed(C.SEED)  # normflows draws the roulette lengths from numpy's global state
     train, test = C.toy_pools(data)
     idx = C.index_table(len(train), steps, C.BATCH_2D)
     start = time.perf_counter()
@@ -226,7 +226,7 @@ def run_handjax(data: str, steps: int) -> dict:
     train, test = C.toy_pools(data)
     idx, keys = C.index_table(len(train), steps, C.BATCH_2D), C.step_keys(steps)
     start = time.perf_counter()
-    params, lip = jax.jit(init)(jax.random.key(0))
+    params, lip = jax.jit(init)(jax.random.key(C.SEED))
     opt_state = opt.init(params)
     jax.block_until_ready(lip)
     setup_s = time.perf_counter() - start
@@ -252,7 +252,8 @@ def main() -> None:
     print(C.machine_header())
     print(
         f"W1 resflow-2d: {N_BLOCKS} blocks, MLP {'-'.join(map(str, DIMS))}, batch "
-        f"{C.BATCH_2D}, {args.steps} steps; median over steps {C.WARMUP + 1}-{args.steps}"
+        f"{C.BATCH_2D}, {args.steps} steps; median over steps {C.WARMUP + 1}-{args.steps}; "
+        f"seed {args.seed}"
     )
     for data in args.data:
         results = C.run_stacks(os.path.abspath(__file__), args, data)

@@ -41,7 +41,7 @@ def run_jflows(data: str, steps: int) -> dict:
     start = time.perf_counter()
     flow = jm.realnvp((2,), n_couplings=N_LAYERS, hidden=HIDDEN, scale_map="exp")
     opt = optax.adam(LR)
-    state = create_train_state(flow, opt, train[idx[0]], jax.random.key(0))
+    state = create_train_state(flow, opt, train[idx[0]], jax.random.key(C.SEED))
     step = make_train_step(flow, opt)
     setup_s = time.perf_counter() - start
 
@@ -74,7 +74,7 @@ def run_flowjax(data: str, steps: int) -> dict:
         lambda a: a.scale, Affine(), replace=paramax.Parameterize(jnp.exp, jnp.zeros(()))
     )
     flow = coupling_flow(
-        jax.random.key(0),
+        jax.random.key(C.SEED),
         base_dist=Normal(jnp.zeros(2)),
         transformer=exp_affine,
         flow_layers=N_LAYERS,
@@ -147,7 +147,7 @@ def run_distrax(data: str, steps: int) -> dict:
     train, test, idx = _setup(data, steps)
     start = time.perf_counter()
     model, opt = RealNVP(), optax.adam(LR)
-    params = jax.jit(model.init)(jax.random.key(0), train[idx[0]])
+    params = jax.jit(model.init)(jax.random.key(C.SEED), train[idx[0]])
     opt_state = opt.init(params)
     setup_s = time.perf_counter() - start
 
@@ -172,7 +172,7 @@ def run_normflows(data: str, steps: int) -> dict:
     import normflows as nf
     import torch
 
-    torch.manual_seed(0)
+    torch.manual_seed(C.SEED)
     train, test, idx = _setup(data, steps)
     start = time.perf_counter()
     flows = [
@@ -217,7 +217,7 @@ def run_floor(data: str, steps: int) -> dict:
     train, _, idx = _setup(data, steps)
     start = time.perf_counter()
     dims = (2, *HIDDEN, 2)
-    params, key = [], jax.random.key(0)
+    params, key = [], jax.random.key(C.SEED)
     for _ in range(N_LAYERS):
         mlp = []
         for i in range(len(dims) - 1):
@@ -269,7 +269,7 @@ def main() -> None:
     print(C.machine_header())
     print(
         f"W2 realnvp-2d: {N_LAYERS} couplings, MLP hidden {HIDDEN}, batch {C.BATCH_2D}, "
-        f"{args.steps} steps; median over steps {C.WARMUP + 1}-{args.steps}"
+        f"{args.steps} steps; median over steps {C.WARMUP + 1}-{args.steps}; seed {args.seed}"
     )
     for data in args.data:
         results = C.run_stacks(os.path.abspath(__file__), args, data)

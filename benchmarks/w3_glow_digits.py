@@ -46,7 +46,7 @@ def run_jflows(data: str, steps: int) -> dict:
         preprocessing=jm.image_preprocessing(C.DIGITS_LEVELS),
     )
     opt = optax.adam(LR)
-    state = create_train_state(flow, opt, train[idx[0]], jax.random.key(0), dequantize=True)
+    state = create_train_state(flow, opt, train[idx[0]], jax.random.key(C.SEED), dequantize=True)
     step = make_train_step(flow, opt, dequantize=True)
     setup_s = time.perf_counter() - start
 
@@ -73,7 +73,7 @@ def run_normflows(data: str, steps: int) -> dict:
     import normflows as nf
     import torch
 
-    torch.manual_seed(0)
+    torch.manual_seed(C.SEED)
     train, draws, idx = _setup(steps)
     train = np.ascontiguousarray(train.transpose(0, 3, 1, 2), np.float32)  # NCHW levels
     draws = np.ascontiguousarray(draws.transpose(0, 1, 4, 2, 3)) / C.DIGITS_LEVELS
@@ -137,7 +137,7 @@ def main() -> None:
     print(
         f"W3 glow-digits: {LEVELS} levels x {STEPS_PER_LEVEL} steps, {HIDDEN} channels, batch "
         f"{C.BATCH_DIGITS}, {args.steps} steps; median over steps {C.WARMUP + 1}-{args.steps};"
-        f" train loss and test in bits/dim"
+        f" seed {args.seed}; train loss and test in bits/dim"
     )
     results = C.run_stacks(os.path.abspath(__file__), args, "digits")
     print("\ndigits")
