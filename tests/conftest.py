@@ -8,3 +8,43 @@ sys.path.insert(0, os.path.dirname(__file__))
 # Unit tests run tiny programs many times over: compile time dominates, so skip most XLA
 # optimisation passes (as distrax's CI does). Numerics are unchanged up to rounding.
 jax.config.update("jax_disable_most_optimizations", True)
+
+
+def once_per_session(tmp_path_factory, name, compute, timeout_s=1200.0):
+    """``compute()`` run by one pytest-xdist worker only; every worker gets its (pickled) result.
+
+    Module fixtures that start expensive subprocesses would otherwise run once per worker that
+    happens to receive one of the module's tests. The first worker to create the lock directory
+    computes; the others wait for the result file in the base directory all workers share.
+    """
+    import pickle
+    import time
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    result, lock = root / f"{name}.pickle", root / f"{name}.lock"
+    try:
+        lock.mkdir()
+        owner = True
+    except FileExistsError:
+        owner = False
+    if not owner:
+        deadline = time.monotonic() + timeout_s
+        while not result.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no result of {name!r} from another worker in {timeout_s} s")
+            time.sleep(0.5)
+        ok, value = pickle.loads(result.read_bytes())
+        if not ok:
+            raise RuntimeError(f"{name!r} failed in another worker: {value}")
+        return value
+    try:
+        value, ok = compute(), True
+    except BaseException as err:
+        value, ok = repr(err)[-3000:], False
+        raise
+    finally:
+        partial = root / f"{name}.pickle.partial"
+        partial.write_bytes(pickle.dumps((ok, value)))
+        partial.rename(result)
+    return value

@@ -10,6 +10,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import once_per_session
 
 from jflows.training import load_run
 
@@ -30,6 +31,10 @@ def _jflows(*args):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    return once_per_session(tmp_path_factory, "multiprocess_runs", lambda: _train(tmp_path_factory))
+
+
+def _train(tmp_path_factory):
     root = tmp_path_factory.mktemp("multiprocess")
     multi, single, devices = root / "two_processes", root / "one_process", root / "four_devices"
     coordinator = f"127.0.0.1:{_free_port()}"

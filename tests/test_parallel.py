@@ -11,12 +11,17 @@ import subprocess
 import sys
 
 import pytest
+from conftest import once_per_session
 
 SCRIPTS = pathlib.Path(__file__).parent / "scripts"
 
 
 @pytest.fixture(scope="module")
-def results():
+def results(tmp_path_factory):
+    return once_per_session(tmp_path_factory, "parallel_equivalence", _run_script)
+
+
+def _run_script():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     proc = subprocess.run(
         [sys.executable, str(SCRIPTS / "parallel_equivalence.py")],
