@@ -19,6 +19,7 @@ and unlike ELU its second derivative does not vanish where :math:`|\phi'|` is cl
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -47,8 +48,40 @@ def lipswish(x: jax.Array, beta_raw: jax.Array) -> jax.Array:
         >>> round(float(lipswish(jnp.asarray(1.0), jnp.asarray(0.5))), 4)
         0.6526
     """
-    beta = jax.nn.softplus(beta_raw)
+    return _lipswish(x, jax.nn.softplus(beta_raw))
+
+
+@jax.custom_jvp
+def _lipswish(x: jax.Array, beta: jax.Array) -> jax.Array:
+    r"""``x sigmoid(beta x) / 1.1`` with a hand-written JVP.
+
+    With :math:`s = \sigma(\beta x)` and :math:`s' = s(1 - s)`,
+
+    .. math::
+        \partial_x \phi = (s + \beta x s') / 1.1, \qquad \partial_\beta \phi = x^2 s' / 1.1.
+
+    Autodiff of the plain expression gives the same numbers, but linearising it keeps several
+    residual arrays that every vector-Jacobian product of the log-det power series combines
+    again; here a linearisation keeps the single array :math:`\partial_x \phi`, and a zero
+    ``beta`` tangent (the series differentiates in ``x`` only) costs nothing.
+    """
     return x * jax.nn.sigmoid(beta * x) / 1.1
+
+
+@functools.partial(_lipswish.defjvp, symbolic_zeros=True)
+def _lipswish_jvp(primals, tangents):
+    x, beta = primals
+    dx, dbeta = tangents
+    s = jax.nn.sigmoid(beta * x)
+    ds = s * (1.0 - s)
+    y = x * s / 1.1
+    zero = jax.custom_derivatives.SymbolicZero
+    tangent = jnp.zeros_like(y)
+    if not isinstance(dx, zero):
+        tangent = ((s + beta * x * ds) / 1.1) * dx
+    if not isinstance(dbeta, zero):
+        tangent = tangent + (x * x * ds / 1.1) * dbeta
+    return y, tangent
 
 
 def activate(name: str, x: jax.Array, beta_raw: jax.Array | None = None) -> jax.Array:
