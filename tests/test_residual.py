@@ -187,3 +187,20 @@ def test_sampling_needs_no_logdet_stream():
     with pytest.raises(MissingRngError, match="'logdet'"):
         flow.apply(variables, 3, method="sample_and_log_prob",
                    rngs={"sample": jax.random.key(3)})
+
+
+def test_narrowing_dense_kernels_are_stored_out_by_in():
+    """The last layer (128 -> 2) is stored as (out, in) and applied as ``x @ kernel.T``."""
+    mlp = jb.LipschitzMLP((16,), coeff=0.9, activation="identity", preact=False)
+    x = jax.random.normal(jax.random.key(0), (5, 3))
+    variables = mlp.init(jax.random.key(1), x)
+    p = variables[PARAMS]
+    assert p["kernel_0"].shape == (3, 16) and p["kernel_1"].shape == (3, 16)
+    g, sown = mlp.apply(variables, x, mutable=[DIAGNOSTICS])
+    w0 = sown[DIAGNOSTICS]["layer_0_weight"][0]
+    w1 = sown[DIAGNOSTICS]["layer_1_weight"][0]
+    assert w0.shape == (3, 16) and w1.shape == (16, 3)
+    np.testing.assert_allclose(w1 * np.linalg.norm(p["kernel_1"], 2) / np.linalg.norm(w1, 2),
+                               p["kernel_1"].T, rtol=1e-5)
+    np.testing.assert_allclose(g(x), (x @ w0 + p["bias_0"]) @ w1 + p["bias_1"], rtol=1e-5,
+                               atol=1e-6)

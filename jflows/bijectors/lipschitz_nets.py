@@ -51,6 +51,12 @@ class LipschitzMLP(_BranchChecks, nn.Module):
     (``U(+-1/sqrt(fan_in))``); the last layer's weights are multiplied by ``last_init_scale``
     (1e-3 in the Residual Flows toy code, so each block starts near the identity).
 
+    ``kernel_i`` is stored as ``(in, out)``, except for narrowing layers (``out < in``, e.g.
+    the last layer of a 2-D flow), which are stored as ``(out, in)``: their weight gradient is
+    a contraction over the batch into a tall, thin matrix, which XLA:CPU computes about 5x
+    faster into the wide layout (W1 step: ~7 % less time). Both are used as ``y = x @ W``
+    with ``W`` of shape ``(in, out)``.
+
     Attributes:
         hidden: hidden widths (Residual Flows toy: 128-128-128-128; W1: 128-128).
         coeff: Lipschitz coefficient per layer, in (0, 1).
@@ -87,8 +93,10 @@ class LipschitzMLP(_BranchChecks, nn.Module):
         layers = []
         for i in range(n):
             scale = self.last_init_scale if i == n - 1 else 1.0
-            kernel = self.param(f"kernel_{i}", torch_linear_init(dims[i], scale),
-                                (dims[i], dims[i + 1]))
+            narrowing = dims[i + 1] < dims[i]
+            shape = (dims[i + 1], dims[i]) if narrowing else (dims[i], dims[i + 1])
+            kernel = self.param(f"kernel_{i}", torch_linear_init(dims[i], scale), shape)
+            kernel = kernel.T if narrowing else kernel  # used as (in, out) from here on
             bias = self.param(f"bias_{i}", torch_linear_init(dims[i]), (dims[i + 1],))
             w = normalized_weight(
                 self, f"layer_{i}", kernel.astype(x.dtype), dense_operator, (dims[i],),
