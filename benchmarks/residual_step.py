@@ -7,7 +7,9 @@
    (no roulette tail, so the term count is fixed). XLA's static memory analysis of the compiled
    step gives the scratch (``temp``) and total bytes. Goal: 16 terms need at most 1.15x the
    memory of 2 terms (the Neumann-series gradient keeps one Jacobian-vector product, not one
-   per term). The same step with ``gradient="backprop"`` shows what is saved.
+   per term). The same step with ``gradient="backprop"`` shows what is saved, and with
+   ``remat_surrogate=False`` (the Neumann surrogate from plain JAX operations, its activations
+   stored) what the default custom VJP saves.
 2. Compile time: ``jit(step).lower(...).compile()`` wall time of a 2-D Residual Flow with 10 and
    with 100 blocks (stacked with ``nn.scan``). Goal: ratio at most 1.5.
 """
@@ -25,10 +27,12 @@ from jflows import models as jm
 from jflows.training import create_train_state, make_train_step
 
 
-def step_memory(n_terms: int, gradient: str, size: int, blocks: int, batch: int) -> tuple:
+def step_memory(
+    n_terms: int, gradient: str, size: int, blocks: int, batch: int, remat: bool = True
+) -> tuple:
     flow = jm.resflow(
         (size, size, 1), n_blocks=blocks, hidden=32, fc_blocks=0, logdet="series",
-        n_exact_terms=n_terms, gradient=gradient,
+        n_exact_terms=n_terms, gradient=gradient, remat_surrogate=remat,
     )
     x = jax.random.uniform(jax.random.key(0), (batch, size, size, 1))
     opt = optax.adam(1e-3)
@@ -63,13 +67,15 @@ def main() -> None:
 
     print(f"\n1. peak memory of one training step, resflow {args.image}x{args.image}x1, "
           f"{args.blocks} blocks/scale, batch {args.batch}")
-    print(f"{'gradient':>9s} {'terms':>6s} {'temp MiB':>10s} {'total MiB':>10s}")
+    print(f"{'gradient':>17s} {'terms':>6s} {'temp MiB':>10s} {'total MiB':>10s}")
     results = {}
-    for gradient in ("neumann", "backprop"):
+    for gradient, remat in (("neumann", True), ("neumann", False), ("backprop", True)):
         for n in (2, 16):
-            temp, total = step_memory(n, gradient, args.image, args.blocks, args.batch)
-            results[gradient, n] = total
-            print(f"{gradient:>9s} {n:6d} {temp / 2**20:10.2f} {total / 2**20:10.2f}")
+            temp, total = step_memory(n, gradient, args.image, args.blocks, args.batch, remat)
+            results[gradient, n, remat] = total
+            label = gradient if gradient == "backprop" or remat else "neumann, plain"
+            print(f"{label:>17s} {n:6d} {temp / 2**20:10.2f} {total / 2**20:10.2f}")
+    results = {k[:2]: v for k, v in results.items() if k[2]}
     ratio = results["neumann", 16] / results["neumann", 2]
     print(f"neumann 16/2 terms: {ratio:.3f} (goal <= 1.15); backprop 16/2: "
           f"{results['backprop', 16] / results['backprop', 2]:.3f}")

@@ -10,6 +10,8 @@ Prints, for the W1 model of ``w1_resflow2d.py`` (jflows only):
   passes versus code generation);
 * a ``jax.profiler`` trace of ``--steps`` steps summed by XLA kernel kind (matmul fusions,
   plain dots, other fusions), per step;
+* the median step time with the Neumann-gradient estimator as one custom VJP
+  (``remat_surrogate=True``, the default) and as plain JAX operations (``False``);
 * micro-kernels of this machine: a ``500x128 @ 128x128`` matmul, a ``500x128`` elementwise
   multiply, and the weight gradient of a ``128 -> 2`` dense layer stored ``(in, out)`` versus
   ``(out, in)`` (why ``LipschitzMLP`` stores narrowing kernels as ``(out, in)``).
@@ -83,16 +85,36 @@ def micro_kernels() -> None:
           f"{per_call_us(jax.jit(grad_out_in), hs, cts):.1f} us")
 
 
+def median_step_ms(remat: bool, train, idx, keys, n: int = 40) -> float:
+    """Median time of ``n`` W1 steps (after 5 warm-up steps) with ``remat_surrogate=remat``."""
+    flow = w1_flow(remat_surrogate=remat)
+    opt = optax.adam(1e-3)
+    state = create_train_state(flow, opt, train[idx[0]], jax.random.key(C.SEED))
+    step = make_train_step(flow, opt)
+    times = []
+    for i in range(5 + n):
+        start = time.perf_counter()
+        state, metrics = step(state, train[idx[i]], keys[i])
+        float(metrics["loss"])
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[5:])) * 1e3
+
+
+def w1_flow(**kw):
+    return jm.resflow((2,), n_blocks=N_BLOCKS, hidden=DIMS[1:-1], coeff=COEFF, actnorm=False,
+                      last_init_scale=1e-3, power_iterations=5, tail="geometric",
+                      n_exact_terms=N_EXACT, **kw)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=20, help="profiled steps")
     args = p.parse_args()
     print(C.machine_header())
     train, _ = C.toy_pools("moons")
-    idx, keys = C.index_table(len(train), 10 + args.steps, C.BATCH_2D), C.step_keys(10 + args.steps)
-    flow = jm.resflow((2,), n_blocks=N_BLOCKS, hidden=DIMS[1:-1], coeff=COEFF, actnorm=False,
-                      last_init_scale=1e-3, power_iterations=5, tail="geometric",
-                      n_exact_terms=N_EXACT)
+    n_idx = max(10 + args.steps, 45)
+    idx, keys = C.index_table(len(train), n_idx, C.BATCH_2D), C.step_keys(n_idx)
+    flow = w1_flow()
     opt = optax.adam(1e-3)
     state = create_train_state(flow, opt, train[idx[0]], jax.random.key(C.SEED))
     step = make_train_step(flow, opt)
@@ -140,6 +162,9 @@ def main() -> None:
           "two cores, so their sum can exceed it)")
     for kind in ("matmul fusions", "dots", "other kernels"):
         print(f"  {kind}: {total[kind] / args.steps / 1e3:.1f} ms/step")
+    print("\nNeumann-gradient estimator, median of 40 steps")
+    for remat in (True, False):
+        print(f"  remat_surrogate={remat}: {median_step_ms(remat, train, idx, keys):.1f} ms/step")
     print("\nmicro-kernels")
     micro_kernels()
 

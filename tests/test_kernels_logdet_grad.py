@@ -140,6 +140,35 @@ def test_remat_gives_the_same_gradients():
     np.testing.assert_allclose(plain, remat, rtol=1e-5, atol=1e-7)
 
 
+def test_plain_surrogate_goes_through_forward_mode_and_matches_the_custom_vjp():
+    params = contractive_mlp(17, 3, 10, 0.6)
+    x = randn(18, (4, 3))
+    key = jax.random.key(19)
+
+    def per_example(x, remat):
+        kw = {"n_exact_terms": 2, "tail": "geometric", "remat_surrogate": remat}
+        return logdet_estimate(mlp(params), x, key, 1, **kw)[1]
+
+    @jax.jit
+    def jacobians():
+        forward = jax.jacfwd(functools.partial(per_example, remat=False))(x)
+        reverse = jax.jacrev(functools.partial(per_example, remat=True))(x)
+        return forward, reverse
+
+    forward, reverse = jacobians()
+    assert float(jnp.abs(forward).max()) > 1e-3  # the surrogate's x-gradient is not trivial
+    np.testing.assert_allclose(forward, reverse, rtol=1e-5, atol=1e-6)
+
+
+def test_custom_vjp_surrogate_refuses_forward_mode_loudly():
+    params = contractive_mlp(20, 2, 6, 0.6)
+    x = randn(21, (3, 2))
+    kw = {"n_exact_terms": 2, "tail": "geometric", "remat_surrogate": True}
+    fn = lambda x: logdet_estimate(mlp(params), x, jax.random.key(0), 1, **kw)[1]  # noqa: E731
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jacfwd(fn)(x)
+
+
 def test_backprop_gradient_matches_finite_differences_in_float64():
     with jax.enable_x64(True):
         params = contractive_mlp(13, 3, 8, 0.6, jnp.float64)

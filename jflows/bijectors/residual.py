@@ -56,11 +56,13 @@ class ResidualBlock(Bijector):
         poisson_lam: Poisson rate.
         probe: ``"gaussian"`` or ``"rademacher"``.
         gradient: ``"neumann"`` or ``"backprop"`` (series only).
-        remat_surrogate: recompute the Neumann surrogate's Jacobian-vector product (and the
-            branch's forward pass) in the backward pass instead of storing its activations
-            (default). Inside ``nn.scan`` this roughly halves the time of a training step on CPU,
-            because far fewer per-block activations are stacked (``python
-            benchmarks/w1_resflow2d.py``), and it saves memory.
+        remat_surrogate: compute the Neumann-gradient estimator as one custom VJP whose
+            forward pass runs the branch once (its linearisation serves both the block output
+            and the series) and whose backward pass recomputes the surrogate (default). Reverse
+            mode only; ``False`` builds the surrogate from plain JAX operations, differentiable
+            in forward mode and to higher order, but it runs the branch forward twice and stores
+            the surrogate's activations, which inside ``nn.scan`` makes a W1 step about 1.6x
+            slower on CPU (``python benchmarks/w1_breakdown.py`` prints both).
         inverse_atol: absolute tolerance of the fixed point (default 1e-5 in float32, 1e-10 in
             float64).
         inverse_rtol: relative tolerance of the fixed point (same defaults).

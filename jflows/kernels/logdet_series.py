@@ -21,15 +21,22 @@ Gradients (``gradient=``):
   :math:`s^T (\partial J) v`, an unbiased estimate of
   :math:`\operatorname{tr}((I+J)^{-1}\partial J)`.
   The returned value is the series estimate itself; only its gradient is the surrogate's.
-  Memory does not grow with ``K``. ``remat_surrogate=True`` recomputes the surrogate's
-  linearisation in the backward pass (the JAX form of "backward-in-forward"), valid for any
-  upstream weighting of the per-example log-dets.
+  Memory does not grow with ``K``. ``remat_surrogate=True`` makes the whole estimator one
+  ``jax.custom_vjp`` (the JAX form of "backward-in-forward"): the forward pass linearises ``g``
+  once and that single pass gives both ``g(x)`` and the series' vector-Jacobian products; the
+  backward pass recomputes :math:`(g(x), L)` and pulls the cotangents of the block output and
+  of the per-example log-dets through it, so the surrogate's tangent is never computed in the
+  forward pass, nothing per term is stored, and any upstream weighting of the per-example
+  log-dets is respected. Being a custom VJP it supports reverse mode only (``jax.grad``,
+  ``jax.vjp``, ``jax.jacrev``); ``remat_surrogate=False`` builds the surrogate from plain JAX
+  operations, which forward mode and higher derivatives can also go through.
 * ``"backprop"``: differentiate through the series (static ``K``, so ``tail=None`` only).
 * ``"none"``: values only, no gradient through the log-det (evaluation).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -104,12 +111,34 @@ def logdet_estimate_with_info(
         _, est = lax.fori_loop(1, n_exact_terms + 1, bp_body, (v, zeros_logdet(x, event_ndims)))
         return gx, est, SeriesInfo(n_terms, n_terms)
 
+    weights = (n_exact_terms, tail, geom_p, poisson_lam)
+    v = lax.stop_gradient(v)
+    if gradient == "neumann" and remat_surrogate:
+        closed_g, consts = jax.closure_convert(g, x)
+        gx, est, trips = _neumann_series(closed_g, (event_ndims, weights), x, v, n_terms, consts)
+        return gx, est, SeriesInfo(n_terms, trips)
+
     # The loop gets no tangents: its vjp residuals and inputs are constants. With Neumann
     # gradients g(x) itself comes from the surrogate's jvp below (which also carries the
-    # gradient of the block's output), so g's forward and backward pass run once each.
+    # gradient of the block's output).
     gx, vjp_fn = jax.vjp(g, x if gradient == "none" else lax.stop_gradient(x))
     vjp_const = jax.tree_util.tree_map(lax.stop_gradient, vjp_fn)
-    weight = lambda k: term_weight(k, n_exact_terms, tail, geom_p, poisson_lam, x.dtype)  # noqa: E731
+    trips, est, s = _series_loop(vjp_const, v, n_terms, weights, event_ndims)
+    info = SeriesInfo(n_terms, trips)
+    if gradient == "none":
+        return gx, lax.stop_gradient(est), info
+
+    gx, sur = _output_and_surrogate(g, x, v, s, event_ndims)
+    return gx, est + (sur - lax.stop_gradient(sur)), info
+
+
+def _series_loop(vjp_fn, v, n_terms, weights, event_ndims):
+    r"""Runs ``n_terms`` vector-Jacobian products from ``v``; returns ``(trips, estimate, s)``.
+
+    ``estimate`` is the weighted series :math:`\sum_k c_k (-1)^{k+1}/k\, w_k^T v` and ``s`` the
+    Neumann vector :math:`v + \sum_k (-1)^k c_k w_k`.
+    """
+    dtype = v.dtype
 
     def cond(carry):
         return carry[0] < n_terms
@@ -117,27 +146,58 @@ def logdet_estimate_with_info(
     def body(carry):
         k, w, est, s = carry
         k = k + 1
-        (w,) = vjp_const(w)
-        c = weight(k)
-        est = est + c * _sign_over_k(k, x.dtype) * dot_v(w)
+        (w,) = vjp_fn(w)
+        c = term_weight(k, *weights, dtype)
+        est = est + c * _sign_over_k(k, dtype) * sum_event(w * v, event_ndims)
         s = s - jnp.where(k % 2 == 1, c, -c) * w
         return k, w, est, s
 
-    v = lax.stop_gradient(v)
-    init = (jnp.zeros((), jnp.int32), v, zeros_logdet(x, event_ndims), v)
+    init = (jnp.zeros((), jnp.int32), v, zeros_logdet(v, event_ndims), v)
     trips, _, est, s = lax.while_loop(cond, body, init)
-    info = SeriesInfo(n_terms, trips)
-    if gradient == "none":
-        return gx, lax.stop_gradient(est), info
+    return trips, est, s
 
-    def output_and_surrogate(x_in):
-        g_out, jv = jax.jvp(g, (x_in,), (v,))
-        return g_out, sum_event(s * jv, event_ndims)
 
-    if remat_surrogate:
-        output_and_surrogate = jax.checkpoint(output_and_surrogate)
-    gx, sur = output_and_surrogate(x)
-    return gx, est + (sur - lax.stop_gradient(sur)), info
+def _output_and_surrogate(g, x, v, s, event_ndims):
+    """``(g(x), <s, J_g(x) v>)``: the block output and the Neumann surrogate (one jvp)."""
+    g_out, jv = jax.jvp(g, (x,), (v,))
+    return g_out, sum_event(s * jv, event_ndims)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _neumann_series(closed_g, config, x, v, n_terms, consts):
+    r"""``(g(x), series estimate, loop trips)`` with Neumann-series gradients.
+
+    ``closed_g(x, *consts)`` is the closure-converted branch. The forward pass linearises ``g``
+    once: the same pass gives the block output and the vector-Jacobian products of the series.
+    The backward pass recomputes :math:`(g(x), \langle s, J v\rangle)` and pulls the cotangents
+    of the output and of the log-det through it, so the surrogate's tangent is only computed
+    when a gradient is asked for and nothing per term is stored.
+    """
+    return _neumann_series_fwd(closed_g, config, x, v, n_terms, consts)[0]
+
+
+def _neumann_series_fwd(closed_g, config, x, v, n_terms, consts):
+    event_ndims, weights = config
+    gx, vjp_fn = jax.vjp(lambda y: closed_g(y, *consts), x)
+    trips, est, s = _series_loop(vjp_fn, v, n_terms, weights, event_ndims)
+    return (gx, est, trips), (x, v, s, consts)
+
+
+def _neumann_series_bwd(closed_g, config, residuals, cotangents):
+    event_ndims, _ = config
+    x, v, s, consts = residuals
+    g_ct, est_ct, _ = cotangents
+
+    def output_and_surrogate(x_in, consts_in):
+        g = lambda y: closed_g(y, *consts_in)  # noqa: E731
+        return _output_and_surrogate(g, x_in, v, s, event_ndims)
+
+    _, pullback = jax.vjp(output_and_surrogate, x, consts)
+    x_ct, consts_ct = pullback((g_ct, est_ct))
+    return x_ct, None, None, consts_ct
+
+
+_neumann_series.defvjp(_neumann_series_fwd, _neumann_series_bwd)
 
 
 def logdet_estimate(
@@ -167,7 +227,8 @@ def logdet_estimate(
         poisson_lam: rate of the Poisson tail, positive.
         probe: ``"gaussian"`` or ``"rademacher"`` Hutchinson probes.
         gradient: ``"neumann"``, ``"backprop"`` (``tail=None`` only) or ``"none"``.
-        remat_surrogate: recompute the Neumann surrogate's linearisation in the backward pass.
+        remat_surrogate: one custom VJP that recomputes the Neumann surrogate in the backward
+            pass (reverse mode only; see the module docstring).
 
     Returns:
         ``(g(x), logdet)``: ``g(x)`` differentiable as usual, ``logdet`` of the batch shape.

@@ -30,6 +30,7 @@ def resflow(
     power_iterations: int = 5,
     last_init_scale: float = 1e-3,
     inverse_max_iter: int = 200,
+    remat_surrogate: bool = True,
     unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
     base: str = "standard",
@@ -69,6 +70,9 @@ def resflow(
             refresh before evaluating, use 100).
         last_init_scale: factor on each branch's last-layer initial weights.
         inverse_max_iter: iteration cap of the fixed-point inverse.
+        remat_surrogate: Neumann gradients as one custom VJP that recomputes the surrogate in
+            the backward pass (default; reverse mode only), see
+            :class:`~jflows.bijectors.ResidualBlock`.
         unroll: blocks per iteration of the convolutional stacks' ``nn.scan`` loops
             (``True``: all; XLA on CPU computes convolution-kernel gradients inside a compiled
             loop about 10x slower, ``python benchmarks/scan_unroll.py``). Dense stacks keep one
@@ -105,6 +109,7 @@ def resflow(
         power_iterations=power_iterations,
         last_init_scale=last_init_scale,
         inverse_max_iter=inverse_max_iter,
+        remat_surrogate=remat_surrogate,
         unroll=unroll,
         preprocessing=preprocessing,
         base=base,
@@ -129,6 +134,7 @@ def iresnet(
     exact_max_dims: int = 16,
     power_iterations: int = 5,
     inverse_max_iter: int = 200,
+    remat_surrogate: bool = True,
     unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
     base: str = "diagonal",
@@ -160,6 +166,9 @@ def iresnet(
         exact_max_dims: evaluation uses the exact log-det up to this many scalars per event.
         power_iterations: power iterations per training step (evaluation models use 100).
         inverse_max_iter: iteration cap of the fixed-point inverse.
+        remat_surrogate: Neumann gradients as one custom VJP that recomputes the surrogate in
+            the backward pass (default; reverse mode only), see
+            :class:`~jflows.bijectors.ResidualBlock`.
         unroll: blocks per iteration of the convolutional stacks' ``nn.scan`` loops
             (``True``: all; XLA on CPU computes convolution-kernel gradients inside a compiled
             loop about 10x slower, ``python benchmarks/scan_unroll.py``). Dense stacks keep one
@@ -191,6 +200,7 @@ def iresnet(
         power_iterations=power_iterations,
         last_init_scale=1.0,
         inverse_max_iter=inverse_max_iter,
+        remat_surrogate=remat_surrogate,
         unroll=unroll,
         preprocessing=preprocessing,
         base=base,

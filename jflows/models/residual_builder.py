@@ -90,6 +90,7 @@ def residual_flow(
     power_iterations,
     last_init_scale,
     inverse_max_iter,
+    remat_surrogate,
     unroll,
     preprocessing,
     base,
@@ -114,7 +115,7 @@ def residual_flow(
         power_iterations=power_iterations if training else EVAL_POWER_ITERATIONS,
         last_init_scale=last_init_scale,
     )
-    block_kw = dict(inverse_max_iter=inverse_max_iter)
+    block_kw = dict(inverse_max_iter=inverse_max_iter, remat_surrogate=remat_surrogate)
     if kind == "vector":
         if n_blocks < 1:
             raise ConfigError(f"n_blocks must be >= 1, got {n_blocks}")
