@@ -61,7 +61,7 @@ class ResidualBlock(Bijector):
             and the series) and whose backward pass recomputes the surrogate (default). Reverse
             mode only; ``False`` builds the surrogate from plain JAX operations, differentiable
             in forward mode and to higher order, but it runs the branch forward twice and stores
-            the surrogate's activations, which inside ``nn.scan`` makes a W1 step about 1.6x
+            the surrogate's activations, which inside ``nn.scan`` makes a W1 step 1.6-1.8x
             slower on CPU (``python benchmarks/w1_breakdown.py`` prints both).
         inverse_atol: absolute tolerance of the fixed point (default 1e-5 in float32, 1e-10 in
             float64).
