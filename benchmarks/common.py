@@ -211,8 +211,11 @@ def worker(runners: dict[str, Callable], args) -> None:
         json.dump(result, f)
 
 
-def run_stacks(script: str, args, data: str) -> dict[str, dict]:
-    """Runs each requested stack in its own process, one after another."""
+def run_stacks(script: str, args, data: str, extra: list[str] = ()) -> dict[str, dict]:
+    """Runs each requested stack in its own process, one after another.
+
+    ``extra`` are further command-line arguments for the workers (a workload's own options).
+    """
     results = {}
     for stack in args.stacks:
         with tempfile.TemporaryDirectory() as tmp:
@@ -230,6 +233,7 @@ def run_stacks(script: str, args, data: str) -> dict[str, dict]:
                 out,
                 "--seed",
                 str(args.seed),
+                *extra,
             ]
             if args.torch_threads:
                 cmd += ["--torch-threads", str(args.torch_threads)]

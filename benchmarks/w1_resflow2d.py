@@ -10,7 +10,11 @@ gradients. Adam 1e-3, batch 500. Test NLL (nats, 5000 points) with the exact 2x2
 Goals: jflows >= 3x faster than normflows, >= 1.25x faster than the hand-written JAX step,
 first jflows step < 3 s. "train loss end" is an NLL estimate for jflows but the Neumann-gradient
 surrogate (not an NLL) for normflows and the hand-written step. At 2000 steps the moons NLL is
-still falling steeply, so it differs between seeds by ~0.3 nats.
+still falling steeply, so it differs between seeds by ~0.3 nats, and most of that comes from
+the initial weights: ``--init shared`` (the default) starts every stack from the same weights,
+drawn once per ``--seed`` with numpy from PyTorch's law, so the NLL columns compare the
+training, not the luck of each library's initialisation; ``--init own`` lets each stack draw
+its own (same law, different numbers).
 """
 
 from __future__ import annotations
@@ -25,6 +29,91 @@ import numpy as np
 COEFF, N_EXACT, GEOM_P, LR, N_BLOCKS, DIMS = 0.97, 2, 0.5, 1e-3, 10, (2, 128, 128, 2)
 STACKS = ("jflows", "normflows", "handjax")
 LABELS = {"handjax": "hand-written JAX"}
+INIT = "shared"  # --init
+INIT_POWER_ITERATIONS = 200
+
+
+def shared_init(seed: int) -> list[list[dict[str, np.ndarray]]]:
+    """Initial weights of every block, drawn with numpy from PyTorch's law (``--init shared``).
+
+    Per block (in the order the data meets them) and layer: ``w`` (out, in) and ``b`` from
+    ``U(+-1/sqrt(fan_in))`` (the last layer's ``w`` divided by 1000), LipSwish ``beta`` = 0.5
+    (before softplus), and power-iteration vectors ``u`` (out), ``v`` (in) after 200 iterations
+    from Gaussian starts, as normflows' ``InducedNormLinear`` does at construction.
+    """
+    rng = np.random.default_rng([seed, 1])
+    blocks = []
+    for _ in range(N_BLOCKS):
+        layers = []
+        for i in range(len(DIMS) - 1):
+            fan_in, fan_out = DIMS[i], DIMS[i + 1]
+            bound = 1.0 / math.sqrt(fan_in)
+            w = rng.uniform(-bound, bound, (fan_out, fan_in)) / (1000.0 if i == 2 else 1.0)
+            b = rng.uniform(-bound, bound, fan_out)
+            u, v = rng.standard_normal(fan_out), rng.standard_normal(fan_in)
+            for _ in range(INIT_POWER_ITERATIONS):
+                u = w @ v / np.linalg.norm(w @ v)
+                v = w.T @ u / np.linalg.norm(w.T @ u)
+            f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+            layers.append(dict(w=f32(w), b=f32(b), beta=f32(0.5), u=f32(u), v=f32(v)))
+        blocks.append(layers)
+    return blocks
+
+
+def load_into_jflows(state, blocks, optimizer):
+    """``state`` with the ``shared_init`` weights (stacked over blocks) and a fresh Adam state.
+
+    jflows stores a dense kernel as (in, out), or (out, in) where the layer narrows; the
+    ``lipschitz`` collection holds each layer's ``u`` (out) and ``v`` (in).
+    """
+    import jax.numpy as jnp
+    from flax import traverse_util
+
+    from jflows.names import LIPSCHITZ
+
+    def stack(i, key):
+        return np.stack([blk[i][key] for blk in blocks])
+
+    values = {}
+    for i in range(len(DIMS) - 1):
+        w = stack(i, "w")  # (blocks, out, in)
+        narrowing = DIMS[i + 1] < DIMS[i]
+        values[(f"kernel_{i}",)] = w if narrowing else w.transpose(0, 2, 1)
+        values[(f"bias_{i}",)] = stack(i, "b")
+        values[(f"beta_{i}",)] = stack(i, "beta")
+        values[(f"layer_{i}", "u")] = stack(i, "u")
+        values[(f"layer_{i}", "v")] = stack(i, "v")
+
+    def replace(tree):
+        flat = traverse_util.flatten_dict(tree)
+        for path, old in flat.items():
+            new = values[path[-2:] if path[-1] in ("u", "v") else path[-1:]]
+            if new.shape != old.shape:
+                raise SystemExit(f"shared init: {path} has shape {old.shape}, got {new.shape}")
+            flat[path] = jnp.asarray(new, old.dtype)
+        return traverse_util.unflatten_dict(flat)
+
+    params = replace(state.params)
+    collections = {**state.collections, LIPSCHITZ: replace(state.collections[LIPSCHITZ])}
+    return state.replace(params=params, collections=collections, opt_state=optimizer.init(params))
+
+
+def load_into_normflows(flows, blocks) -> None:
+    """Copies the ``shared_init`` weights into normflows' blocks.
+
+    The last flow of the list meets the data first (``NormalizingFlow.log_prob`` runs it
+    backwards), so block ``b`` of ``shared_init`` goes to ``flows[-1 - b]``.
+    """
+    import torch
+
+    with torch.no_grad():
+        for b, layers in enumerate(blocks):
+            net = flows[len(flows) - 1 - b].iresblock.nnet.net  # [Swish, Linear] * 3
+            for i, layer in enumerate(layers):
+                swish, linear = net[2 * i], net[2 * i + 1]
+                for name, key in (("weight", "w"), ("bias", "b"), ("u", "u"), ("v", "v")):
+                    getattr(linear, name).copy_(torch.from_numpy(layer[key]))
+                swish.beta.fill_(float(layer["beta"]))
 
 
 def run_jflows(data: str, steps: int) -> dict:
@@ -50,6 +139,8 @@ def run_jflows(data: str, steps: int) -> dict:
     flow, eval_flow = jm.resflow((2,), **kw), jm.resflow((2,), **kw, training=False)
     opt = optax.adam(LR)
     state = create_train_state(flow, opt, train[idx[0]], jax.random.key(C.SEED))
+    if INIT == "shared":
+        state = load_into_jflows(state, shared_init(C.SEED), opt)
     step = make_train_step(flow, opt)
     setup_s = time.perf_counter() - start
 
@@ -88,6 +179,8 @@ def run_normflows(data: str, steps: int) -> dict:
         )
         for _ in range(N_BLOCKS)
     ]
+    if INIT == "shared":
+        load_into_normflows(flows, shared_init(C.SEED))
     model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     setup_s = time.perf_counter() - start
@@ -226,7 +319,12 @@ def run_handjax(data: str, steps: int) -> dict:
     train, test = C.toy_pools(data)
     idx, keys = C.index_table(len(train), steps, C.BATCH_2D), C.step_keys(steps)
     start = time.perf_counter()
-    params, lip = jax.jit(init)(jax.random.key(C.SEED))
+    if INIT == "shared":
+        blocks = shared_init(C.SEED)
+        params = [[{k: jnp.asarray(a[k]) for k in ("w", "b", "beta")} for a in b] for b in blocks]
+        lip = [[{k: jnp.asarray(a[k]) for k in ("u", "v")} for a in b] for b in blocks]
+    else:
+        params, lip = jax.jit(init)(jax.random.key(C.SEED))
     opt_state = opt.init(params)
     jax.block_until_ready(lip)
     setup_s = time.perf_counter() - start
@@ -245,7 +343,17 @@ def run_handjax(data: str, steps: int) -> dict:
 
 
 def main() -> None:
-    args = C.parser(__doc__, 2000, ("moons", "8gaussians"), STACKS).parse_args()
+    global INIT
+    p = C.parser(__doc__, 2000, ("moons", "8gaussians"), STACKS)
+    p.add_argument(
+        "--init",
+        default="shared",
+        choices=("shared", "own"),
+        help="shared: every stack starts from the same numpy-drawn weights (per --seed); "
+        "own: each stack draws its own initialisation",
+    )
+    args = p.parse_args()
+    INIT = args.init
     if args.worker:
         C.worker({"jflows": run_jflows, "normflows": run_normflows, "handjax": run_handjax}, args)
         return
@@ -253,10 +361,10 @@ def main() -> None:
     print(
         f"W1 resflow-2d: {N_BLOCKS} blocks, MLP {'-'.join(map(str, DIMS))}, batch "
         f"{C.BATCH_2D}, {args.steps} steps; median over steps {C.WARMUP + 1}-{args.steps}; "
-        f"seed {args.seed}"
+        f"seed {args.seed}; {args.init} initial weights"
     )
     for data in args.data:
-        results = C.run_stacks(os.path.abspath(__file__), args, data)
+        results = C.run_stacks(os.path.abspath(__file__), args, data, ["--init", args.init])
         print(f"\n{data}")
         C.print_table(*C.standard_rows(results, LABELS, "test NLL"))
         jf = results.get("jflows", {})
