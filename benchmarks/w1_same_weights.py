@@ -1,22 +1,28 @@
 """W1 from the same weights: jflows and normflows compute the same thing and train alike.
 
     python benchmarks/w1_same_weights.py [--data moons] [--seed 0] [--steps 300]
+        [--logdet roulette|exact]
 
 Both start from ``w1_resflow2d.shared_init(seed)`` (the W1 model: 10 blocks, MLP 2-128-128-2,
-LipSwish, c = 0.97, last layer /1000, Adam 1e-3, batch 500), and both use the exact 2x2
-log-det in training (jflows ``logdet="exact"``, normflows ``brute_force=True``), so nothing
-random differs between them and any difference is the implementation's:
+LipSwish, c = 0.97, last layer /1000, Adam 1e-3, batch 500), so any difference is the
+implementation's:
 
-1. loss and parameter gradients of one batch (stored power-iteration vectors, no refresh):
-   the largest difference relative to the largest entry, per kind of parameter;
+1. loss and parameter gradients of one batch with the exact 2x2 log-det (jflows
+   ``logdet="exact"``, normflows ``brute_force=True``; stored power-iteration vectors, no
+   refresh): the largest difference relative to the largest entry, per kind of parameter;
 2. training in lockstep on the same batches (each library's own step: jflows' jitted step
-   with its spectral-norm refresh inside, normflows' step then ``update_lipschitz``): the
-   loss of both every ``steps / 10`` steps and the test NLL of both at the end.
+   with its spectral-norm refresh inside, normflows' step then ``update_lipschitz``), the
+   largest relative difference of the weights every ``steps / 10`` steps and the test NLL of
+   both at the end. ``--logdet roulette`` (the default) trains with the W1 estimator (2 exact
+   terms + Geometric(0.5), Neumann gradients) and hands normflows the very probes and
+   roulette lengths jflows drew (recorded with ``jax.debug.callback`` and fed to normflows by
+   replacing ``torch.randn_like`` and its ``geometric_sample``: a benchmark-only patch);
+   ``--logdet exact`` trains both with the exact log-det, so nothing random is involved.
 
 Chaos amplifies float32 rounding (Adam's first steps divide gradients of ~1e-9 by their own
-size), so the weights drift apart over hundreds of steps while the losses keep agreeing to
-~1e-4-1e-2 nats. ``--seed 1`` (300 steps): losses equal to 5 decimals up to step 240, weights
-within 0.4 %, test NLL 2.7167 vs 2.7166. The same lockstep comparison over 2000 steps from
+size), so the weights drift apart slowly. ``--seed 1`` (300 steps): weights within 0.3 %
+and test NLL 2.7186 vs 2.7187 (roulette), within 0.4 % and 2.7167 vs 2.7166 (exact). The
+exact lockstep comparison over 2000 steps from
 normflows' own seed-0 initial weights (a scratch run) ended at test NLL 1.818 (jflows) and
 1.793 (normflows), where jflows from its own seed-0 weights ends at 2.105: at 2000 steps the
 moons NLL depends far more on the initial weights than on the library.
@@ -82,12 +88,71 @@ def relative_differences(a, b) -> dict[str, float]:
     return out
 
 
+class DrawRecorder:
+    """Records the probes and roulette lengths jflows draws and replays them in normflows.
+
+    jflows' draws (``sample_probe``, ``draw_n_terms`` in ``jflows.kernels.logdet_series``) are
+    wrapped to report each value with an ordered ``jax.debug.callback``; normflows' residual
+    blocks draw a length with ``geometric_sample`` and then a probe with ``torch.randn_like``,
+    block by block in the order the data meets them, which is the order jflows' scan draws in.
+    """
+
+    def __init__(self):
+        self.recorded, self.queue, self.last_lengths = [], [], []
+
+    def wrap(self, fn, kind):
+        import jax
+
+        def wrapped(*args, **kwargs):
+            value = fn(*args, **kwargs)
+            jax.debug.callback(lambda a: self.recorded.append((kind, np.asarray(a))), value,
+                               ordered=True)
+            return value
+
+        return wrapped
+
+    def hand_to_normflows(self, n_blocks: int) -> None:
+        probes = [a for kind, a in self.recorded if kind == "probe"]
+        lengths = [int(a) for kind, a in self.recorded if kind == "length"]
+        if len(probes) != n_blocks or len(lengths) != n_blocks:
+            raise SystemExit(f"expected {n_blocks} draws of each kind, got {len(probes)}, "
+                             f"{len(lengths)}")
+        for n, v in zip(lengths, probes):
+            self.queue += [("length", n), ("probe", v)]
+        self.recorded.clear()
+        self.last_lengths = lengths
+
+    def next(self, kind):
+        got, value = self.queue.pop(0)
+        if got != kind:
+            raise SystemExit(f"normflows asked for a {kind}, the next recorded draw is a {got}")
+        return value
+
+
+def record_jflows_draws() -> DrawRecorder:
+    """Installs the recorder (before any jflows step is traced) and normflows' replay."""
+    import normflows as nf
+    import torch
+
+    import jflows.kernels.logdet_series as series
+
+    rec = DrawRecorder()
+    series.sample_probe = rec.wrap(series.sample_probe, "probe")
+    series.draw_n_terms = rec.wrap(series.draw_n_terms, "length")
+    exact_terms = W1.N_EXACT
+    nf.flows.residual.geometric_sample = lambda p, m: np.array([rec.next("length") - exact_terms])
+    torch.randn_like = lambda x: torch.from_numpy(rec.next("probe").copy())
+    return rec
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="moons", choices=("moons", "8gaussians"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--logdet", default="roulette", choices=("roulette", "exact"))
     args = p.parse_args()
+    roulette = args.logdet == "roulette"
 
     import jax
     import jax.numpy as jnp
@@ -100,7 +165,8 @@ def main() -> None:
     from jflows.training import create_train_state, evaluate_nll, make_eval_step, make_train_step
 
     print(C.machine_header())
-    print(f"W1 from seed {args.seed}'s shared weights, {args.data}, exact log-det in both\n")
+    print(f"W1 from seed {args.seed}'s shared weights, {args.data}\n")
+    draws = record_jflows_draws() if roulette else None
     torch.manual_seed(args.seed)
     train, test = C.toy_pools(args.data)
     idx = C.index_table(len(train), args.steps + 1, C.BATCH_2D)
@@ -108,9 +174,11 @@ def main() -> None:
 
     kw = dict(
         n_blocks=W1.N_BLOCKS, hidden=W1.DIMS[1:-1], coeff=W1.COEFF, actnorm=False,
-        last_init_scale=1e-3, power_iterations=5, logdet="exact",
+        last_init_scale=1e-3, power_iterations=5, tail="geometric", n_exact_terms=W1.N_EXACT,
     )
-    flow, eval_flow = jm.resflow((2,), **kw), jm.resflow((2,), **kw, training=False)
+    flow = jm.resflow((2,), **kw, logdet="exact")
+    train_flow = jm.resflow((2,), **kw) if roulette else flow
+    eval_flow = jm.resflow((2,), **kw, training=False)
     opt = optax.adam(W1.LR)
     state = create_train_state(flow, opt, train[idx[0]], jax.random.key(args.seed))
     state = W1.load_into_jflows(state, blocks, opt)
@@ -147,24 +215,29 @@ def main() -> None:
           + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
 
     # 2. lockstep training
-    print(f"\n2. {args.steps} steps in lockstep on the same batches")
-    print(f"{'step':>6s} {'jflows loss':>12s} {'normflows loss':>15s} {'weights rel. diff':>18s}")
-    step = make_train_step(flow, opt)
-    keys = C.step_keys(args.steps)  # unused by the exact log-det; the step signature wants one
+    what = "the same probes and roulette lengths" if roulette else "the exact log-det"
+    print(f"\n2. {args.steps} steps in lockstep on the same batches, {what}")
+    print(f"{'step':>6s} {'weights rel. diff':>18s}  roulette lengths of the 10 blocks")
+    for f in flows:
+        f.iresblock.brute_force = not roulette
+    step = make_train_step(train_flow, opt)
+    keys = C.step_keys(args.steps)
     every = max(1, args.steps // 10)
     start = time.perf_counter()
     for i in range(args.steps):
         batch = train[idx[i]]
-        state, metrics = step(state, batch, keys[i])
+        state, _ = step(state, batch, keys[i])
+        if roulette:
+            jax.effects_barrier()
+            draws.hand_to_normflows(W1.N_BLOCKS)
         torch_opt.zero_grad()
-        loss_t = model.forward_kld(torch.from_numpy(batch))
-        loss_t.backward()
+        model.forward_kld(torch.from_numpy(batch)).backward()
         torch_opt.step()
         nf.utils.update_lipschitz(model, 5)
         if (i + 1) % every == 0 or i == 0:
             d = relative_differences(jflows_blocks(state.params), normflows_blocks(flows))
-            print(f"{i + 1:6d} {float(metrics['loss']):12.5f} {loss_t.item():15.5f} "
-                  f"{max(d.values()):18.1e}", flush=True)
+            lengths = draws.last_lengths if roulette else "-"
+            print(f"{i + 1:6d} {max(d.values()):18.1e}  {lengths}", flush=True)
     nll_j = float(np.mean(evaluate_nll(make_eval_step(eval_flow), state, test, C.N_TEST)))
     model.eval()
     nll_t = float(-model.log_prob(torch.from_numpy(test)).detach().mean())
