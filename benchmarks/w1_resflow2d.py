@@ -98,6 +98,27 @@ def load_into_jflows(state, blocks, optimizer):
     return state.replace(params=params, collections=collections, opt_state=optimizer.init(params))
 
 
+def normflows_blocks(brute_force: bool = False) -> list:
+    """The ten W1 blocks of normflows (``brute_force``: the exact 2x2 log-det in training too)."""
+    import normflows as nf
+
+    return [
+        nf.flows.Residual(
+            nf.nets.LipschitzMLP(
+                list(DIMS), lipschitz_const=COEFF, max_lipschitz_iter=5, init_zeros=True
+            ),
+            reverse=True,
+            reduce_memory=True,
+            geom_p=GEOM_P,
+            n_exact_terms=N_EXACT,
+            n_samples=1,
+            n_dist="geometric",
+            brute_force=brute_force,
+        )
+        for _ in range(N_BLOCKS)
+    ]
+
+
 def load_into_normflows(flows, blocks) -> None:
     """Copies the ``shared_init`` weights into normflows' blocks.
 
@@ -165,20 +186,7 @@ def run_normflows(data: str, steps: int) -> dict:
     train, test = C.toy_pools(data)
     idx = C.index_table(len(train), steps, C.BATCH_2D)
     start = time.perf_counter()
-    flows = [
-        nf.flows.Residual(
-            nf.nets.LipschitzMLP(
-                list(DIMS), lipschitz_const=COEFF, max_lipschitz_iter=5, init_zeros=True
-            ),
-            reverse=True,
-            reduce_memory=True,
-            geom_p=GEOM_P,
-            n_exact_terms=N_EXACT,
-            n_samples=1,
-            n_dist="geometric",
-        )
-        for _ in range(N_BLOCKS)
-    ]
+    flows = normflows_blocks()
     if INIT == "shared":
         load_into_normflows(flows, shared_init(C.SEED))
     model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)

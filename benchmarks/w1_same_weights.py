@@ -1,11 +1,12 @@
 """W1 from the same weights: jflows and normflows compute the same thing and train alike.
 
     python benchmarks/w1_same_weights.py [--data moons] [--seed 0] [--steps 300]
-        [--logdet roulette|exact]
+        [--logdet roulette|exact] [--start shared|normflows]
 
-Both start from ``w1_resflow2d.shared_init(seed)`` (the W1 model: 10 blocks, MLP 2-128-128-2,
-LipSwish, c = 0.97, last layer /1000, Adam 1e-3, batch 500), so any difference is the
-implementation's:
+Both start from ``w1_resflow2d.shared_init(seed)`` or, with ``--start normflows``, from the
+weights normflows draws itself under ``torch.manual_seed(seed)`` (the W1 model: 10 blocks, MLP
+2-128-128-2, LipSwish, c = 0.97, last layer /1000, Adam 1e-3, batch 500), so any difference is
+the implementation's:
 
 1. loss and parameter gradients of one batch with the exact 2x2 log-det (jflows
    ``logdet="exact"``, normflows ``brute_force=True``; stored power-iteration vectors, no
@@ -19,13 +20,14 @@ implementation's:
    replacing ``torch.randn_like`` and its ``geometric_sample``: a benchmark-only patch);
    ``--logdet exact`` trains both with the exact log-det, so nothing random is involved.
 
-Chaos amplifies float32 rounding (Adam's first steps divide gradients of ~1e-9 by their own
-size), so the weights drift apart slowly. ``--seed 1`` (300 steps): weights within 0.3 %
-and test NLL 2.7186 vs 2.7187 (roulette), within 0.4 % and 2.7167 vs 2.7166 (exact). The
-exact lockstep comparison over 2000 steps from
-normflows' own seed-0 initial weights (a scratch run) ended at test NLL 1.818 (jflows) and
-1.793 (normflows), where jflows from its own seed-0 weights ends at 2.105: at 2000 steps the
-moons NLL depends far more on the initial weights than on the library.
+Chaos amplifies float32 rounding (Adam's first steps divide tiny gradients by their own
+size), so the weights drift apart slowly. ``--seed 1`` (300 steps): weights within 0.3 % and
+test NLL 2.7186 vs 2.7187 (roulette), within 0.4 % and 2.7167 vs 2.7166 (exact). The exact
+lockstep comparison over 2000 steps from normflows' own seed-0 initial weights (``--start
+normflows --logdet exact --steps 2000``) ends at test NLL 1.8184 (jflows) and 1.7933
+(normflows), where jflows from its own seed-0 weights ends at 2.134 (``w1_resflow2d.py --init
+own``, roulette): at 2000 steps the moons NLL depends far more on the initial weights than on
+the library.
 """
 
 from __future__ import annotations
@@ -58,8 +60,13 @@ def jflows_blocks(tree) -> list[list[dict[str, np.ndarray]]]:
     return blocks
 
 
-def normflows_blocks(flows, grads: bool = False) -> list[list[dict[str, np.ndarray]]]:
-    """The weights of normflows' blocks (or their ``.grad``) in the order the data meets them."""
+def normflows_blocks(
+    flows, grads: bool = False, vectors: bool = False
+) -> list[list[dict[str, np.ndarray]]]:
+    """The weights of normflows' blocks (or their ``.grad``) in the order the data meets them.
+
+    ``vectors`` adds each layer's power-iteration vectors ``u``, ``v`` (``shared_init``'s format).
+    """
 
     def get(p):
         return (p.grad if grads else p).detach().numpy().copy()
@@ -74,6 +81,9 @@ def normflows_blocks(flows, grads: bool = False) -> list[list[dict[str, np.ndarr
                 for i in range(len(W1.DIMS) - 1)
             ]
         )
+        if vectors:
+            for i, layer in enumerate(blocks[-1]):
+                layer.update(u=net[2 * i + 1].u.numpy().copy(), v=net[2 * i + 1].v.numpy().copy())
     return blocks
 
 
@@ -151,6 +161,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--logdet", default="roulette", choices=("roulette", "exact"))
+    p.add_argument(
+        "--start",
+        default="shared",
+        choices=("shared", "normflows"),
+        help="initial weights: w1_resflow2d.shared_init(seed), or normflows' own (torch seed)",
+    )
     args = p.parse_args()
     roulette = args.logdet == "roulette"
 
@@ -165,12 +181,17 @@ def main() -> None:
     from jflows.training import create_train_state, evaluate_nll, make_eval_step, make_train_step
 
     print(C.machine_header())
-    print(f"W1 from seed {args.seed}'s shared weights, {args.data}\n")
+    print(f"W1 from seed {args.seed}'s {args.start} initial weights, {args.data}\n")
     draws = record_jflows_draws() if roulette else None
     torch.manual_seed(args.seed)
     train, test = C.toy_pools(args.data)
     idx = C.index_table(len(train), args.steps + 1, C.BATCH_2D)
-    blocks = W1.shared_init(args.seed)
+    flows = W1.normflows_blocks(brute_force=True)  # drawn from torch's seeded generator
+    if args.start == "shared":
+        blocks = W1.shared_init(args.seed)
+        W1.load_into_normflows(flows, blocks)
+    else:  # normflows' own initial weights, copied into jflows
+        blocks = normflows_blocks(flows, vectors=True)
 
     kw = dict(
         n_blocks=W1.N_BLOCKS, hidden=W1.DIMS[1:-1], coeff=W1.COEFF, actnorm=False,
@@ -183,18 +204,6 @@ def main() -> None:
     state = create_train_state(flow, opt, train[idx[0]], jax.random.key(args.seed))
     state = W1.load_into_jflows(state, blocks, opt)
 
-    flows = [
-        nf.flows.Residual(
-            nf.nets.LipschitzMLP(
-                list(W1.DIMS), lipschitz_const=W1.COEFF, max_lipschitz_iter=5, init_zeros=True
-            ),
-            reverse=True,
-            reduce_memory=True,
-            brute_force=True,
-        )
-        for _ in range(W1.N_BLOCKS)
-    ]
-    W1.load_into_normflows(flows, blocks)
     model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
     model.train()
     torch_opt = torch.optim.Adam(model.parameters(), lr=W1.LR)

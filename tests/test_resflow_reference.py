@@ -67,7 +67,7 @@ def _reference_log_prob(params, lipschitz, x):
 
 
 def _trained_state():
-    """A state a few Adam steps in, so that the spectral normalisation is active."""
+    """A state a few Adam steps in (weights, biases and LipSwish betas moved off their init)."""
     x = jnp.asarray(np.random.default_rng(0).standard_normal((64, 2)) * [2.0, 0.5], jnp.float32)
     flow, opt = _flow(), optax.adam(3e-2)
     state = create_train_state(flow, opt, x, jax.random.key(0))
