@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jflows.bijectors.base import Bijector, require_rng
 from jflows.bijectors.lipschitz_nets import LipschitzCNN, LipschitzMLP
-from jflows.errors import ConfigError, JflowsError
-from jflows.kernels.fixed_point import check_solver_config, fixed_point_inverse
+from jflows.errors import ConfigError
+from jflows.kernels.fixed_point import (
+    ON_NONCONVERGENCE,
+    InverseNotConvergedError,
+    check_solver_config,
+    default_max_iter,
+    fixed_point_inverse,
+)
 from jflows.kernels.logdet_exact import logdet_exact
 from jflows.kernels.logdet_series import logdet_estimate
 from jflows.kernels.roulette import check_series_config
 from jflows.names import DIAGNOSTICS, LOGDET
 
 LOGDET_MODES = ("exact", "series", "roulette")
-ON_NONCONVERGENCE = ("raise", "nan", "ignore")
-
-
-class InverseNotConvergedError(JflowsError, RuntimeError):
-    """The fixed-point inverse of a residual block hit its iteration cap."""
+__all__ = ["InverseNotConvergedError", "LOGDET_MODES", "ON_NONCONVERGENCE", "ResidualBlock"]
 
 
 class ResidualBlock(Bijector):
@@ -44,8 +45,22 @@ class ResidualBlock(Bijector):
     tolerances, differentiable by implicit differentiation. Its iterations, residual and
     convergence flag are sown into the ``diagnostics`` collection (apply with
     ``mutable=["diagnostics"]`` to read them). A solve that hits ``inverse_max_iter`` is never
-    silent: ``on_nonconvergence="raise"`` (default) raises :class:`InverseNotConvergedError`
-    when the result reaches the host, ``"nan"`` returns NaNs, ``"ignore"`` only sows.
+    silent: ``on_nonconvergence="raise"`` (default) raises :class:`InverseNotConvergedError`,
+    ``"nan"`` returns NaNs, ``"ignore"`` only sows. Who raises:
+
+    * a caller that collects ``diagnostics`` checks the sown flags itself, so the block does not
+      raise; :func:`jflows.models.checked_apply` (and ``Flow``-level helpers built on it) does
+      that and raises :class:`InverseNotConvergedError` on the host, under ``jit`` too;
+    * otherwise a ``jax.debug.callback`` raises it when the flag reaches the host: eagerly it
+      is :class:`InverseNotConvergedError`, under your own ``jit`` JAX wraps it in
+      ``JaxRuntimeError`` (whose message contains ours). Catch the documented exception by
+      going through :func:`jflows.models.checked_apply`.
+
+    The adjoint solve of the backward pass (gradients through the inverse) follows the same
+    policy: ``"raise"`` raises from a host callback in the backward pass, ``"nan"`` makes the
+    gradient NaN, ``"ignore"`` lets a truncated gradient through. (A backward pass cannot sow;
+    the adjoint's iterations are available from the kernel,
+    :func:`jflows.kernels.fixed_point_inverse` with ``adjoint_tap``.)
 
     Attributes:
         branch: a :class:`LipschitzMLP` (vectors) or :class:`LipschitzCNN` (images).
@@ -66,7 +81,11 @@ class ResidualBlock(Bijector):
         inverse_atol: absolute tolerance of the fixed point (default 1e-5 in float32, 1e-10 in
             float64).
         inverse_rtol: relative tolerance of the fixed point (same defaults).
-        inverse_max_iter: iteration cap of the fixed point.
+        inverse_max_iter: iteration cap of the fixed point (and of its adjoint). ``None``
+            (default): from the Banach bound for the dtype's tolerance and the branch's
+            Lipschitz bound ``coeff ** n_layers``
+            (:func:`jflows.kernels.fixed_point.default_max_iter`, at least 200), e.g. 263 for
+            ``Lip(g) <= 0.9`` in float64.
         on_nonconvergence: ``"raise"``, ``"nan"`` or ``"ignore"``.
 
     Example:
@@ -85,7 +104,7 @@ class ResidualBlock(Bijector):
     remat_surrogate: bool = True
     inverse_atol: float | None = None
     inverse_rtol: float | None = None
-    inverse_max_iter: int = 100
+    inverse_max_iter: int | None = None
     on_nonconvergence: str = "raise"
 
     def __post_init__(self):
@@ -93,12 +112,9 @@ class ResidualBlock(Bijector):
             raise ConfigError(f"unknown logdet mode {self.logdet!r}; choose one of {LOGDET_MODES}")
         if self.logdet != "exact":
             check_series_config(self.n_exact_terms, self._tail(), self.geom_p, self.poisson_lam)
-        if self.on_nonconvergence not in ON_NONCONVERGENCE:
-            raise ConfigError(
-                f"on_nonconvergence must be one of {ON_NONCONVERGENCE}, "
-                f"got {self.on_nonconvergence!r}"
-            )
-        check_solver_config(*self._tolerances(jnp.float32), self.inverse_max_iter)
+        check_solver_config(
+            *self._tolerances(jnp.float32), self._max_iter(jnp.float32), self.on_nonconvergence
+        )
         super().__post_init__()
 
     @property
@@ -110,6 +126,20 @@ class ResidualBlock(Bijector):
         atol = default if self.inverse_atol is None else self.inverse_atol
         rtol = default if self.inverse_rtol is None else self.inverse_rtol
         return atol, rtol
+
+    def branch_lipschitz_bound(self) -> float:
+        """``coeff ** n_layers``: the bound on ``Lip(g)`` the spectral normalisation enforces."""
+        branch = self.branch
+        n_layers = (
+            len(branch.kernel_sizes) if isinstance(branch, LipschitzCNN) else len(branch.hidden) + 1
+        )
+        return float(branch.coeff) ** n_layers
+
+    def _max_iter(self, dtype) -> int:
+        if self.inverse_max_iter is not None:
+            return self.inverse_max_iter
+        atol, rtol = self._tolerances(dtype)
+        return default_max_iter(self.branch_lipschitz_bound(), atol if atol > 0 else rtol)
 
     def _tail(self):
         return self.tail if self.logdet == "roulette" else None
@@ -152,26 +182,18 @@ class ResidualBlock(Bijector):
 
     def _solve(self, g, z):
         atol, rtol = self._tolerances(z.dtype)
-        x, info = fixed_point_inverse(g, z, atol=atol, rtol=rtol, max_iter=self.inverse_max_iter)
-        self.sow(DIAGNOSTICS, "inverse", info)
-        if self.on_nonconvergence == "nan":
-            x = jnp.where(info.converged, x, jnp.nan)
-        elif self.on_nonconvergence == "raise":
-            jax.debug.callback(
-                _raise_if_not_converged,
-                info.converged,
-                info.iterations,
-                info.residual,
-                self.name or "ResidualBlock",
-            )
-        return x
-
-
-def _raise_if_not_converged(converged, iterations, residual, name):
-    if not np.all(converged):
-        raise InverseNotConvergedError(
-            f"the fixed-point inverse of {name} did not converge: {int(np.max(iterations))} "
-            f"iterations, residual max|x + g(x) - z| = {float(np.max(residual)):.3g}. Raise "
-            "inverse_max_iter or loosen inverse_atol/inverse_rtol; if the residual stays large, "
-            "Lip(g) is probably >= 1 (check with jflows.models.residual_diagnostics)"
+        policy = self.on_nonconvergence
+        # A caller collecting the diagnostics checks the flags itself (checked_apply).
+        checked_by_caller = policy == "raise" and self.is_mutable_collection(DIAGNOSTICS)
+        x, info = fixed_point_inverse(
+            g,
+            z,
+            atol=atol,
+            rtol=rtol,
+            max_iter=self._max_iter(z.dtype),
+            on_nonconvergence="ignore" if checked_by_caller else policy,
+            adjoint_on_nonconvergence=policy,
+            name=self.name or "ResidualBlock",
         )
+        self.sow(DIAGNOSTICS, "inverse", info)
+        return x

@@ -3,10 +3,14 @@
 from jflows.kernels.coupling import log_scale_from_raw, masked_affine_forward, masked_affine_inverse
 from jflows.kernels.elementwise import affine_forward, affine_inverse, logit_forward, logit_inverse
 from jflows.kernels.fixed_point import (
+    AdjointInfo,
     FixedPointInfo,
+    InverseNotConvergedError,
     banach_iterations,
     check_solver_config,
+    default_max_iter,
     fixed_point_inverse,
+    new_adjoint_tap,
 )
 from jflows.kernels.induced_norms import (
     CLOSED_FORM_PAIRS,
@@ -34,8 +38,10 @@ from jflows.kernels.spectral_conv import conv_apply, conv_operator, conv_output_
 from jflows.kernels.squeeze import squeeze, unsqueeze
 
 __all__ = [
+    "AdjointInfo",
     "CLOSED_FORM_PAIRS",
     "FixedPointInfo",
+    "InverseNotConvergedError",
     "SeriesInfo",
     "affine_forward",
     "affine_inverse",
@@ -49,6 +55,7 @@ __all__ = [
     "conv_apply",
     "conv_operator",
     "conv_output_shape",
+    "default_max_iter",
     "dense_operator",
     "draw_n_terms",
     "event_jacobians",
@@ -58,6 +65,7 @@ __all__ = [
     "lipschitz_scale",
     "log_scale_from_raw",
     "logdet_estimate",
+    "new_adjoint_tap",
     "logdet_estimate_with_info",
     "logdet_exact",
     "logit_forward",

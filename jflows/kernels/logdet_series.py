@@ -16,10 +16,20 @@ Gradients (``gradient=``):
 
 * ``"neumann"`` (default): Theorem 2 of Chen et al. (2019). With
   :math:`(I + J)^{-1} = \sum_k (-1)^k J^k`, the vector
-  :math:`s = v + \sum_{k=1}^{K} (-1)^k c_k w_k` is accumulated without gradient, and the
+  :math:`s = v + \sum_{k=1}^{K'} (-1)^k c_k w_k` is accumulated without gradient, and the
   surrogate :math:`L = \langle s, J v\rangle` (one Jacobian-vector product) has gradient
-  :math:`s^T (\partial J) v`, an unbiased estimate of
-  :math:`\operatorname{tr}((I+J)^{-1}\partial J)`.
+  :math:`s^T (\partial J) v`. The gradient describes the same estimator as the value:
+
+  - roulette tail: ``K' = K`` with the roulette weights (the reference code), an unbiased
+    estimate of :math:`\operatorname{tr}((I+J)^{-1}\partial J)`, the gradient of the exact
+    log-det that the value estimates without bias;
+  - truncated series (``tail=None``): ``K' = K - 1`` with unit weights, an unbiased estimate
+    (over the probe) of :math:`\sum_{k=0}^{K-1} (-1)^k \operatorname{tr}(J^k\partial J)`,
+    the exact gradient of the ``K``-term series whose estimate is returned. (Summing to
+    ``K' = K`` would give the gradient of the ``(K+1)``-term series.) For a fixed probe it
+    equals the derivative of the returned value whenever :math:`\partial J` commutes with
+    ``J`` (e.g. a scale on ``g``), which ``tests/test_kernels_neumann_exact.py`` checks
+    against ``gradient="backprop"``.
   The returned value is the series estimate itself; only its gradient is the surrogate's.
   Memory does not grow with ``K``. ``remat_surrogate=True`` makes the whole estimator one
   ``jax.custom_vjp`` (the JAX form of "backward-in-forward"): the forward pass linearises ``g``
@@ -135,10 +145,12 @@ def logdet_estimate_with_info(
 def _series_loop(vjp_fn, v, n_terms, weights, event_ndims):
     r"""Runs ``n_terms`` vector-Jacobian products from ``v``; returns ``(trips, estimate, s)``.
 
-    ``estimate`` is the weighted series :math:`\sum_k c_k (-1)^{k+1}/k\, w_k^T v` and ``s`` the
-    Neumann vector :math:`v + \sum_k (-1)^k c_k w_k`.
+    ``estimate`` is the weighted series :math:`\sum_{k=1}^{K} c_k (-1)^{k+1}/k\, w_k^T v` and
+    ``s`` the Neumann vector :math:`v + \sum_{k=1}^{K'} (-1)^k c_k w_k` with ``K' = K`` for a
+    roulette tail and ``K' = K - 1`` for the truncated series (see the module docstring).
     """
     dtype = v.dtype
+    truncated = weights[1] is None
 
     def cond(carry):
         return carry[0] < n_terms
@@ -149,6 +161,8 @@ def _series_loop(vjp_fn, v, n_terms, weights, event_ndims):
         (w,) = vjp_fn(w)
         c = term_weight(k, *weights, dtype)
         est = est + c * _sign_over_k(k, dtype) * sum_event(w * v, event_ndims)
+        if truncated:  # the K-term series' gradient needs J^0 .. J^(K-1) only
+            c = jnp.where(k < n_terms, c, jnp.zeros((), dtype))
         s = s - jnp.where(k % 2 == 1, c, -c) * w
         return k, w, est, s
 

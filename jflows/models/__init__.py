@@ -1,6 +1,7 @@
 """Flows and model factories."""
 
 from jflows.models.bases import DiagonalGaussian, StandardNormal
+from jflows.models.checked import checked_apply
 from jflows.models.diagnostics import ResidualReport, residual_diagnostics
 from jflows.models.distrax_adapter import FlowBijector, to_distrax
 from jflows.models.flow import Flow
@@ -25,6 +26,7 @@ __all__ = [
     "Flow",
     "FlowBijector",
     "StandardNormal",
+    "checked_apply",
     "glow",
     "image_preprocessing",
     "iresnet",

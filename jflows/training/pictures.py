@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jflows.data import Dataset
+from jflows.models.checked import checked_apply
 from jflows.names import SAMPLE
 from jflows.training.metrics import evaluate_nll
 from jflows.training.state import TrainState
@@ -35,19 +36,17 @@ def draw_samples(
     """``n`` samples of the model in data units (stream ``sample``), ``chunk`` at a time.
 
     ``temperature`` scales the standard deviation of the base (and of Glow's learned priors).
+    Each chunk goes through :func:`jflows.models.checked_apply`, so a residual flow whose
+    inverse does not converge raises :class:`~jflows.bijectors.InverseNotConvergedError`.
 
     Example:
         >>> x = draw_samples(flow, state, 500, jax.random.key(0))
     """
     size = min(n, chunk)
-
-    @jax.jit
-    def sample(variables, k):
-        return model.apply(variables, size, temperature, method="sample", rngs={SAMPLE: k})
-
     variables = state.variables()
-    parts = [
-        np.asarray(sample(variables, jax.random.fold_in(key, i)))
+    parts = [  # checked_apply: a failed inverse raises InverseNotConvergedError, also jitted
+        np.asarray(checked_apply(model, variables, size, float(temperature), method="sample",
+                                 rngs={SAMPLE: jax.random.fold_in(key, i)}))
         for i in range(math.ceil(n / size))
     ]
     return np.concatenate(parts)[:n]
