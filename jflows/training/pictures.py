@@ -1,25 +1,42 @@
-"""Pictures of a trained flow: density and samples for 2-D data, a sample grid for images.
+"""Pictures of a trained flow: what a run draws into its directory, and ``jflows sample``.
 
-Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through
-``pyplot``, so nothing here changes the caller's matplotlib backend or global state.
+``save_run_pictures`` writes ``samples.png`` for every run and ``density.png`` for 1-D and 2-D
+vector data; each picture's title names the model, the step, the test figure and the sampling
+temperature (:func:`run_caption`). A model whose parameters, samples or densities are not finite
+(a diverged run) gets no pictures: a one-line warning on the ``jflows`` logger says why, and
+nothing is raised. The drawing itself lives in :mod:`jflows.training.plots`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
-from matplotlib.figure import Figure
 
 from jflows.data import Dataset
+from jflows.errors import JflowsError
 from jflows.models.checked import checked_apply
 from jflows.names import SAMPLE
 from jflows.training.metrics import evaluate_nll
+from jflows.training.plots import (  # noqa: F401 - the drawing functions are public here too
+    plot_range,
+    save_density_1d,
+    save_density_figure,
+    save_histogram,
+    save_image_grid,
+    save_scatter,
+    save_scatter_matrix,
+    to_levels,
+)
 from jflows.training.state import TrainState
 from jflows.training.step import EvalStep, make_eval_step
+
+logger = logging.getLogger(__name__)
 
 SAMPLE_CHUNK = 1000
 """Samples drawn per compiled call."""
@@ -52,18 +69,6 @@ def draw_samples(
     return np.concatenate(parts)[:n]
 
 
-def to_levels(x: np.ndarray, levels: int) -> np.ndarray:
-    """Continuous image samples in ``[0, levels)`` to integer levels (uint8), clipping first."""
-    return np.floor(np.clip(np.asarray(x), 0.0, levels - 1.0)).astype(np.uint8)
-
-
-def plot_range(data: np.ndarray, margin: float = 0.1) -> tuple[tuple[float, float], ...]:
-    """Per-axis plotting bounds of 2-D data: 0.5-99.5 percentiles widened by ``margin``."""
-    lo, hi = np.percentile(data[:, :2], [0.5, 99.5], axis=0)
-    pad = margin * (hi - lo) + 1e-6
-    return tuple((float(a - p), float(b + p)) for a, b, p in zip(lo, hi, pad))
-
-
 def density_grid(
     eval_step: EvalStep,
     state: TrainState,
@@ -83,91 +88,95 @@ def density_grid(
     return np.exp(-nll).reshape(resolution, resolution)
 
 
-def _scatter(ax, points, bounds, title):
-    ax.scatter(points[:, 0], points[:, 1], s=1, alpha=0.3, linewidths=0)
-    ax.set_xlim(*bounds[0])
-    ax.set_ylim(*bounds[1])
-    ax.set_aspect("equal")
-    ax.set_title(title)
+
+def density_curve(
+    eval_step: EvalStep,
+    state: TrainState,
+    bounds: tuple[float, float],
+    resolution: int = 400,
+    batch_size: int = 1000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """1-D data: the grid ``xs`` over ``bounds`` and the model density ``exp(log p(xs))``."""
+    xs = np.linspace(*bounds, resolution, dtype=np.float32)
+    nll = evaluate_nll(eval_step, state, xs[:, None], batch_size)
+    return xs, np.exp(-nll)
 
 
-def save_density_figure(
-    path: str | os.PathLike,
-    density: np.ndarray,
-    bounds: tuple[tuple[float, float], ...],
-    data: np.ndarray,
-    samples: np.ndarray,
-) -> None:
-    """Three panels: the model density heat map, data (2-D histogram), model samples.
+def run_caption(
+    model_name: str | None,
+    step: int | None = None,
+    record: dict[str, Any] | None = None,
+    temperature: float | None = None,
+) -> str:
+    """The title line of a run's pictures: model, step, test figure and temperature.
 
-    Example:
-        >>> bounds = plot_range(x_train)
-        >>> save_density_figure("density.png", density_grid(step, state, bounds), bounds,
-        ...                     x_train, draw_samples(flow, state, 5000, key))
-    """
-    fig = Figure(figsize=(12, 4), dpi=100)
-    axes = fig.subplots(1, 3)
-    extent = (*bounds[0], *bounds[1])
-    axes[0].imshow(density, origin="lower", extent=extent, cmap="viridis", aspect="equal")
-    axes[0].set_title("model density")
-    axes[1].hist2d(data[:, 0], data[:, 1], bins=100, range=bounds, cmap="viridis")
-    axes[1].set_aspect("equal")
-    axes[1].set_title("data")
-    _scatter(axes[2], samples, bounds, "model samples")
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def save_scatter(
-    path: str | os.PathLike,
-    samples: np.ndarray,
-    bounds: tuple[tuple[float, float], ...] | None = None,
-) -> None:
-    """A scatter plot of the first two coordinates of vector samples."""
-    bounds = plot_range(samples) if bounds is None else bounds
-    fig = Figure(figsize=(5, 5), dpi=100)
-    _scatter(fig.subplots(), samples, bounds, f"{len(samples)} model samples")
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def save_image_grid(path: str | os.PathLike, images: np.ndarray, levels: int) -> None:
-    """A square grid of ``(N, H, W, C)`` images in ``[0, levels)``, clipped to valid levels.
-
-    One channel is shown in grey, three as RGB, and otherwise the first channel.
+    The test figure is ``test_bits_per_dim`` when the record has it (images), else ``test_nll``.
 
     Example:
-        >>> save_image_grid("samples.png", draw_samples(flow, state, 64, key), levels=17)
+        >>> run_caption("glow", 40, {"test_bits_per_dim": 1.2345}, temperature=0.7)
+        'glow, step 40, test 1.2345 bits/dim, T = 0.7'
     """
-    x = to_levels(images, levels).astype(np.float32) / (levels - 1)
-    n, h, w, c = x.shape
-    if c != 3:
-        x = x[..., :1]
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    canvas = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, x.shape[-1]), np.float32)
-    for i in range(n):
-        top, left = 1 + (i // cols) * (h + 1), 1 + (i % cols) * (w + 1)
-        canvas[top : top + h, left : left + w] = x[i]
-    fig = Figure(figsize=(max(2.0, cols * 0.6), max(2.0, rows * 0.6)), dpi=100)
-    ax = fig.subplots()
-    if canvas.shape[-1] == 1:
-        ax.imshow(canvas[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    else:
-        ax.imshow(canvas, interpolation="nearest")
-    ax.set_axis_off()
-    fig.tight_layout(pad=0.2)
-    fig.savefig(path)
+    parts = [model_name] if model_name else []
+    if step is not None:
+        parts.append(f"step {step}")
+    record = record or {}
+    bpd, nll = record.get("test_bits_per_dim"), record.get("test_nll")
+    if bpd is not None:
+        parts.append(f"test {bpd:.4f} bits/dim")
+    elif nll is not None:
+        parts.append(f"test NLL {nll:.4f} nats")
+    if temperature is not None:
+        parts.append(f"T = {temperature:g}")
+    return ", ".join(parts)
+
+
+def _nonfinite_leaves(state: TrainState) -> int:
+    """How many floating arrays of the state's variables hold a NaN or an infinity."""
+    leaves = jax.tree.leaves(state.variables())
+    return sum(
+        1
+        for leaf in leaves
+        if jax.numpy.issubdtype(leaf.dtype, jax.numpy.inexact)
+        and not bool(np.isfinite(np.asarray(leaf)).all())
+    )
 
 
 def save_samples_picture(
-    path: str | os.PathLike, samples: np.ndarray, levels: int | None = None
+    path: str | os.PathLike,
+    samples: np.ndarray,
+    levels: int | None = None,
+    title: str | None = None,
+    data: np.ndarray | None = None,
 ) -> None:
-    """``samples.png``: an image grid when ``levels`` is given, a scatter plot otherwise."""
+    """A picture of samples of any kind: an image grid when ``levels`` is given, else by ``d``.
+
+    1-D vectors get a histogram, 2-D a scatter plot, more a scatter matrix of the first
+    :data:`~jflows.training.plots.MAX_MATRIX_DIMS` coordinates (over ``data``, when given).
+
+    Example:
+        >>> save_samples_picture("samples.png", draw_samples(flow, state, 500, key))
+    """
     if levels is not None:
-        save_image_grid(path, samples, levels)
+        save_image_grid(path, samples, levels, title)
+    elif samples.shape[1] == 1:
+        save_histogram(path, samples, title)
+    elif samples.shape[1] == 2:
+        bounds = None if data is None else plot_range(data)
+        save_scatter(path, samples, bounds, title)
     else:
-        save_scatter(path, samples)
+        save_scatter_matrix(path, samples, data, title)
+
+
+def _one_line(err: BaseException) -> str:
+    """The gist of an error in one line (a host callback's error is its last ``...Error:``)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "Error: " in line]
+    return (named or lines or [type(err).__name__])[-1]
+
+
+def _skip(out_dir, why: str) -> list[str]:
+    logger.warning("pictures of %s skipped: %s", os.fspath(out_dir), why)
+    return []
 
 
 def save_run_pictures(
@@ -180,32 +189,66 @@ def save_run_pictures(
     eval_batch_size: int = 1000,
     n_samples: int | None = None,
     temperature: float = 1.0,
+    model_name: str | None = None,
+    step: int | None = None,
+    record: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Writes a run's pictures: ``samples.png``, and ``density.png`` for 2-D data.
+    """Writes a run's pictures: ``samples.png``, and ``density.png`` for 1-D and 2-D vectors.
 
-    ``samples.png`` is an image grid (images) or a scatter plot (vectors with ``d >= 2``);
-    ``density.png`` shows the density, the data and samples side by side. Samples are drawn
-    at ``temperature``.
+    ``samples.png`` is an image grid (images), a histogram (1-D), a scatter plot (2-D) or a
+    scatter matrix of the first four coordinates over the data (``d > 2``). ``density.png``
+    shows the model density (a curve over histograms in 1-D; a heat map with a colour bar
+    beside the data and samples in 2-D). Samples are drawn at ``temperature``. Titles name
+    ``model_name``, ``step`` (default: the state's), the test figure of ``record`` (an
+    evaluation record with ``test_nll`` or ``test_bits_per_dim``) and the temperature.
+
+    Pictures of a non-finite model (parameters, samples or densities holding NaN or
+    infinities; a non-converged inverse) are skipped with one warning on the logger
+    ``jflows.training.pictures``; nothing is raised.
 
     Returns:
         The paths written.
+
+    Example:
+        >>> save_run_pictures("runs/8g", eval_model, state, ds, key=jax.random.key(1),
+        ...                   model_name="realnvp", record=history[-1])
     """
-    written = []
+    step = int(state.step) if step is None else step
+    bad = _nonfinite_leaves(state)
+    if bad:
+        return _skip(out_dir, f"{bad} parameter arrays are not finite (the run diverged)")
+    n = n_samples or (64 if dataset.is_image else 5000)
+    try:
+        samples = draw_samples(eval_model, state, n, key, temperature=temperature)
+    except (JflowsError, jax.errors.JaxRuntimeError) as err:
+        return _skip(out_dir, f"sampling failed ({_one_line(err)})")
+    finite_rows = np.isfinite(samples.reshape(len(samples), -1)).all(axis=1)
+    if not finite_rows.all():
+        lost = int((~finite_rows).sum())
+        return _skip(out_dir, f"{lost} of {len(samples)} samples are not finite")
     samples_path = os.path.join(out_dir, "samples.png")
+    title = run_caption(model_name, step, record, temperature)
     if dataset.is_image:
-        images = draw_samples(eval_model, state, n_samples or 64, key, temperature=temperature)
-        save_image_grid(samples_path, images, dataset.levels)
+        save_image_grid(samples_path, samples, dataset.levels, title)
         return [samples_path]
-    if dataset.dims < 2:
-        return written
-    samples = draw_samples(eval_model, state, n_samples or 5000, key, temperature=temperature)
-    bounds = plot_range(dataset.train)
-    save_scatter(samples_path, samples, bounds)
-    written.append(samples_path)
-    if dataset.dims == 2:
+    written = []
+    d = dataset.dims
+    density_path = os.path.join(out_dir, "density.png")
+    if d <= 2:
         eval_step = make_eval_step(eval_model)
-        density = density_grid(eval_step, state, bounds, batch_size=eval_batch_size)
-        density_path = os.path.join(out_dir, "density.png")
-        save_density_figure(density_path, density, bounds, dataset.train, samples)
-        written.append(density_path)
-    return written
+        bounds = plot_range(dataset.train, dims=d)
+        if d == 1:
+            xs, density = density_curve(eval_step, state, bounds[0], batch_size=eval_batch_size)
+        else:
+            density = density_grid(eval_step, state, bounds, batch_size=eval_batch_size)
+        if np.isfinite(density).all():
+            if d == 1:
+                save_density_1d(density_path, xs, density, dataset.train, samples, title)
+            else:
+                save_density_figure(density_path, density, bounds, dataset.train, samples, title)
+            written.append(density_path)
+        else:
+            _skip(out_dir, f"density.png only: {int((~np.isfinite(density)).sum())} density "
+                  f"values on the grid are not finite")
+    save_samples_picture(samples_path, samples, None, title, data=dataset.train)
+    return [samples_path, *written]

@@ -1,0 +1,230 @@
+"""Training curves of one or several runs: ``curves.png`` and ``jflows plot``.
+
+A run's curves come from its ``evals.jsonl`` (one record per evaluation: ``step``, ``test_nll``,
+``test_bits_per_dim`` for images, ``train_loss``, ``nonfinite_steps``, ``wall_time_s``, and
+``val_nll``/``val_bits_per_dim`` with a validation split) and, when the run has one, from
+``losses.jsonl`` (``{"step", "train_loss"}`` lines logged between evaluations). The left panel
+shows the training loss (nats per example), the right one the held-out figure against steps:
+bits/dim for images, NLL in nats otherwise, the validation figure dashed and the best step
+(``best_step`` of ``metrics.json`` or of the records) marked. Non-finite figures (``null`` in
+strict JSON, or NaN) leave gaps and are counted in the legend; axes spanning many orders of
+magnitude switch to a symmetric log scale.
+
+Example:
+    >>> save_training_curves("runs/8g", "runs/8g/curves.png")
+    >>> save_training_curves(["runs/a", "runs/b"], "compare.png")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from jflows.errors import CheckpointError
+
+EVALS_FILE = "evals.jsonl"
+LOSSES_FILE = "losses.jsonl"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.json"
+CURVES_FILE = "curves.png"
+PLOT_FORMATS = (".png", ".pdf", ".svg")
+"""Extensions ``jflows plot --out`` accepts."""
+
+Records = list[dict[str, Any]]
+
+
+def _read_jsonl(path: str) -> Records:
+    records = []
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a kill: skip it
+                    continue
+    return records
+
+
+def read_run_curves(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The records a run's curves are drawn from.
+
+    Returns:
+        ``{"label", "evals", "losses", "best_step"}``: the directory's name, the evaluation
+        records, the logged training losses (empty without ``losses.jsonl``) and the best step
+        (None unless recorded).
+
+    Raises:
+        CheckpointError: ``run_dir`` does not exist or has no ``evals.jsonl``.
+
+    Example:
+        >>> read_run_curves("runs/8g")["evals"][-1]["test_nll"]
+    """
+    run = os.fspath(run_dir)
+    path = os.path.join(run, EVALS_FILE)
+    if not os.path.isdir(run):
+        raise CheckpointError(
+            f"run directory {run!r} does not exist; pass the --out directory of a `jflows train`"
+        )
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"{run!r} has no {EVALS_FILE}: it is not a jflows run, or the run has not reached "
+            f"its first evaluation yet (see --eval-every)"
+        )
+    evals = _read_jsonl(path)
+    losses_path = os.path.join(run, LOSSES_FILE)
+    losses = _read_jsonl(losses_path) if os.path.isfile(losses_path) else []
+    metrics = _read_optional_json(os.path.join(run, METRICS_FILE))
+    config = _read_optional_json(os.path.join(run, CONFIG_FILE))
+    label = os.path.basename(os.path.normpath(os.path.abspath(run)))
+    what = " on ".join(str(v) for v in (config.get("model"), config.get("data_name")) if v)
+    return {
+        "label": label, "evals": evals, "losses": losses, "best_step": metrics.get("best_step"),
+        "title": f"{label}: {what}" if what else label,
+    }
+
+
+def _read_optional_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _values(records: Records, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and values of ``key`` (NaN where null or non-finite) in records that have it."""
+    rows = [(r["step"], r[key]) for r in records if key in r and "step" in r]
+    steps = np.array([s for s, _ in rows], dtype=np.float64)
+    values = np.array([np.nan if v is None else float(v) for _, v in rows], dtype=np.float64)
+    values[~np.isfinite(values)] = np.nan
+    return steps, values
+
+
+def _as_runs(runs) -> list[dict[str, Any]]:
+    """One run dir, one run's records, or a sequence of either, as run-curve dicts."""
+    if isinstance(runs, str | os.PathLike):
+        return [read_run_curves(runs)]
+    runs = list(runs)
+    if runs and all(isinstance(r, dict) for r in runs):
+        return [{"label": None, "evals": runs, "losses": [], "best_step": None}]
+    out = []
+    for run in runs:
+        if isinstance(run, str | os.PathLike):
+            out.append(read_run_curves(run))
+        else:
+            out.append({"label": None, "evals": list(run), "losses": [], "best_step": None})
+    return out
+
+
+def _unique_labels(runs: list[dict[str, Any]], labels: Sequence[str] | None) -> list[str]:
+    if labels is not None:
+        return list(labels)
+    names = [r["label"] or f"run {i + 1}" for i, r in enumerate(runs)]
+    return [n if names.count(n) == 1 else f"{n} ({i + 1})" for i, n in enumerate(names)]
+
+
+def _scale(ax, arrays: list[np.ndarray]) -> None:
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays] or [np.zeros(0)])
+    if finite.size and np.max(np.abs(finite)) > 1e4 * (np.median(np.abs(finite)) + 1.0):
+        ax.set_yscale("symlog")
+
+
+def _skipped(evals: Records) -> str:
+    """`` (k of n steps skipped)`` from the last record's ``nonfinite_steps``, else ``""``."""
+    last = next((r for r in reversed(evals) if "nonfinite_steps" in r and "step" in r), None)
+    if not last or not last["nonfinite_steps"]:
+        return ""
+    return f" ({last['nonfinite_steps']} of {last['step']} steps skipped as non-finite)"
+
+
+def _mark_nonfinite(ax, steps: np.ndarray, values: np.ndarray, color: str) -> None:
+    """Crosses at the top of ``ax`` where a figure was not finite (a gap in the curve)."""
+    bad = steps[np.isnan(values)]
+    if bad.size:
+        ax.plot(bad, np.full(bad.shape, 0.97), "x", color=color, ms=8, mew=2,
+                transform=ax.get_xaxis_transform(), label="not finite")
+
+
+def save_training_curves(
+    runs,
+    out_path: str | os.PathLike,
+    *,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> str:
+    """Draws training loss and held-out figures against steps for one or several runs.
+
+    Args:
+        runs: a run directory, a list of evaluation records (as in ``evals.jsonl``), or a
+            sequence of either (several runs are overlaid, one colour each).
+        out_path: the picture to write (any extension matplotlib knows, e.g. ``.png``).
+        labels: legend names of the runs (default: their directory names).
+        title: the figure's title (default for one run directory: its name, model and data).
+
+    Returns:
+        ``out_path`` as a string.
+
+    Raises:
+        CheckpointError: a run directory that does not exist or has no ``evals.jsonl``.
+
+    Example:
+        >>> save_training_curves(["runs/lr1e-3", "runs/lr1e-2"], "lr.png")
+    """
+    runs = _as_runs(runs)
+    names = _unique_labels(runs, labels)
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    loss_ax, test_ax = fig.subplots(1, 2)
+    image = any("test_bits_per_dim" in r for run in runs for r in run["evals"])
+    unit = "bits/dim" if image else "NLL (nats)"
+    drawn: dict[Any, list[np.ndarray]] = {loss_ax: [], test_ax: []}
+    for i, (run, name) in enumerate(zip(runs, names)):
+        color = f"C{i % 10}"
+        tag = f"{name}: " if len(runs) > 1 else ""
+        steps, loss = _values(run["losses"] or run["evals"], "train_loss")
+        drawn[loss_ax].append(loss)
+        skipped = _skipped(run["evals"])
+        loss_ax.plot(steps, loss, color=color, marker="." if len(steps) < 30 else None,
+                     label=f"{tag}train loss{skipped}")
+        _mark_nonfinite(loss_ax, steps, loss, color)
+        key, val_key = ("test_bits_per_dim", "val_bits_per_dim") if image else ("test_nll",
+                                                                                "val_nll")
+        steps, test = _values(run["evals"], key)
+        drawn[test_ax].append(test)
+        bad = int(np.isnan(test).sum())
+        note = f" ({bad} not finite)" if bad else ""
+        test_ax.plot(steps, test, color=color, marker=".", label=f"{tag}test{note}")
+        _mark_nonfinite(test_ax, steps, test, color)
+        v_steps, val = _values(run["evals"], val_key)
+        if len(v_steps):
+            drawn[test_ax].append(val)
+            test_ax.plot(v_steps, val, color=color, ls="--", marker=".", label=f"{tag}validation")
+        best = run["best_step"]
+        if best is None:
+            best = next((r["best_step"] for r in reversed(run["evals"]) if "best_step" in r),
+                        None)
+        if best is not None:
+            test_ax.axvline(best, color=color, ls=":", lw=1, label=f"{tag}best step {best}")
+    for ax, ylabel in ((loss_ax, "train loss (nats)"), (test_ax, f"held-out {unit}")):
+        _scale(ax, drawn[ax])
+        ax.set_xlim(left=0)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    loss_ax.set_title("training loss", fontsize=9)
+    test_ax.set_title(f"test {unit}" + (" and validation" if len(drawn[test_ax]) > len(runs)
+                                        else ""), fontsize=9)
+    if title is None and len(runs) == 1:
+        title = runs[0].get("title")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_path)
+    return os.fspath(out_path)
+

@@ -1,0 +1,226 @@
+"""Drawing a run's pictures from arrays: densities, histograms, scatter plots, image grids.
+
+Every function takes plain numpy arrays (no model) and writes one file. Figures are drawn on
+``matplotlib.figure.Figure`` objects with the Agg canvas, never through ``pyplot``, so nothing
+here changes the caller's matplotlib backend or global state. ``title`` is a line naming what
+the picture shows (see :func:`jflows.training.pictures.run_caption`).
+
+Example:
+    >>> x = np.random.default_rng(0).normal(size=(500, 5))
+    >>> save_scatter_matrix("samples.png", x, title="realnvp, step 5000")
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+MAX_MATRIX_DIMS = 4
+"""A scatter matrix of vectors shows at most this many leading coordinates."""
+
+Bounds = tuple[tuple[float, float], ...]
+
+
+def to_levels(x: np.ndarray, levels: int) -> np.ndarray:
+    """Continuous image samples in ``[0, levels)`` to integer levels (uint8), clipping first."""
+    return np.floor(np.clip(np.asarray(x), 0.0, levels - 1.0)).astype(np.uint8)
+
+
+def plot_range(data: np.ndarray, margin: float = 0.1, dims: int = 2) -> Bounds:
+    """Per-axis plotting bounds of the first ``dims`` coordinates of ``(N, d)`` data.
+
+    The 0.5-99.5 percentiles, widened by ``margin`` times their spread.
+
+    Example:
+        >>> plot_range(np.array([[0.0, 0.0], [1.0, 2.0]]), margin=0.0)[1]  # doctest: +SKIP
+        (0.01, 1.99)
+    """
+    lo, hi = np.percentile(np.asarray(data)[:, :dims], [0.5, 99.5], axis=0)
+    pad = margin * (hi - lo) + 1e-6
+    return tuple((float(a - p), float(b + p)) for a, b, p in zip(lo, hi, pad))
+
+
+def _finish(fig: Figure, path, title: str | None) -> None:
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _scatter(ax, points, bounds, title=None, **kw):
+    style = dict(s=1, alpha=0.3, linewidths=0)
+    ax.scatter(points[:, 0], points[:, 1], **{**style, **kw})
+    ax.set_xlim(*bounds[0])
+    ax.set_ylim(*bounds[1])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def save_density_figure(
+    path: str | os.PathLike,
+    density: np.ndarray,
+    bounds: Bounds,
+    data: np.ndarray,
+    samples: np.ndarray,
+    title: str | None = None,
+) -> None:
+    """2-D data, three panels: the model density (with a colour bar), the data, model samples.
+
+    Example:
+        >>> bounds = plot_range(x_train)
+        >>> save_density_figure("density.png", density_grid(step, state, bounds), bounds,
+        ...                     x_train, samples, title="realnvp, step 5000")
+    """
+    fig = Figure(figsize=(13, 4.4), dpi=100)
+    axes = fig.subplots(1, 3)
+    extent = (*bounds[0], *bounds[1])
+    image = axes[0].imshow(density, origin="lower", extent=extent, cmap="viridis", aspect="equal")
+    bar_ax = make_axes_locatable(axes[0]).append_axes("right", size="5%", pad=0.08)
+    fig.colorbar(image, cax=bar_ax, label="p(x)")
+    axes[0].set_title("model density", fontsize=9)
+    axes[1].hist2d(data[:, 0], data[:, 1], bins=100, range=bounds, cmap="viridis")
+    axes[1].set_aspect("equal")
+    axes[1].set_title(f"data ({len(data)} training rows)", fontsize=9)
+    _scatter(axes[2], samples, bounds, f"{len(samples)} model samples")
+    axes[2].set_aspect("equal")
+    _finish(fig, path, title)
+
+
+def save_density_1d(
+    path: str | os.PathLike,
+    grid: np.ndarray,
+    density: np.ndarray,
+    data: np.ndarray,
+    samples: np.ndarray,
+    title: str | None = None,
+) -> None:
+    """1-D data: the model density curve over histograms of the data and of model samples.
+
+    Example:
+        >>> save_density_1d("density.png", xs, np.exp(-nll), x_train, samples)
+    """
+    fig = Figure(figsize=(7, 4.4), dpi=100)
+    ax = fig.subplots()
+    lo, hi = float(grid[0]), float(grid[-1])
+    bins = np.linspace(lo, hi, 80)
+    ax.hist(data[:, 0], bins=bins, density=True, color="0.75", label=f"data ({len(data)} rows)")
+    ax.hist(samples[:, 0], bins=bins, density=True, histtype="step", color="tab:orange",
+            label=f"{len(samples)} model samples")
+    ax.plot(grid, density, color="tab:blue", lw=2, label="model density")
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("x")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    _finish(fig, path, title)
+
+
+def save_histogram(
+    path: str | os.PathLike, samples: np.ndarray, title: str | None = None
+) -> None:
+    """A histogram of 1-D samples ``(N, 1)``."""
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
+    (lo, hi), = plot_range(samples, dims=1)
+    ax.hist(samples[:, 0], bins=np.linspace(lo, hi, 80), density=True, color="tab:orange")
+    ax.set_xlabel("x")
+    ax.set_ylabel(f"density of {len(samples)} samples")
+    _finish(fig, path, title)
+
+
+def save_scatter(
+    path: str | os.PathLike,
+    samples: np.ndarray,
+    bounds: Bounds | None = None,
+    title: str | None = None,
+) -> None:
+    """A scatter plot of 2-D samples ``(N, 2)``."""
+    bounds = plot_range(samples) if bounds is None else bounds
+    fig = Figure(figsize=(5, 5.3), dpi=100)
+    ax = fig.subplots()
+    _scatter(ax, samples, bounds, f"{len(samples)} model samples")
+    ax.set_aspect("equal")
+    _finish(fig, path, title)
+
+
+def save_scatter_matrix(
+    path: str | os.PathLike,
+    samples: np.ndarray,
+    data: np.ndarray | None = None,
+    title: str | None = None,
+    max_dims: int = MAX_MATRIX_DIMS,
+) -> None:
+    """Vectors with ``d > 2``: pairwise scatter plots of the first ``min(d, max_dims)`` dims.
+
+    Samples are drawn in colour over the data (grey, when given); the diagonal holds histograms.
+
+    Example:
+        >>> save_scatter_matrix("samples.png", samples, data=x_train, title="resflow")
+    """
+    d = samples.shape[1]
+    k = min(d, max_dims)
+    bounds = plot_range(samples if data is None else data, dims=k)
+    fig = Figure(figsize=(2.3 * k, 2.3 * k + 0.4), dpi=100)
+    axes = fig.subplots(k, k, squeeze=False)
+    for i in range(k):
+        for j in range(k):
+            ax = axes[i, j]
+            if i == j:
+                bins = np.linspace(*bounds[i], 50)
+                if data is not None:
+                    ax.hist(data[:, i], bins=bins, density=True, color="0.75")
+                ax.hist(samples[:, i], bins=bins, density=True, histtype="step",
+                        color="tab:blue")
+                ax.set_xlim(*bounds[i])
+                ax.set_yticks([])
+            else:
+                pair = (bounds[j], bounds[i])
+                if data is not None:
+                    _scatter(ax, data[:, [j, i]], pair, color="0.6")
+                _scatter(ax, samples[:, [j, i]], pair, color="tab:blue")
+            if i == k - 1:
+                ax.set_xlabel(f"x{j + 1}")
+            if j == 0:
+                ax.set_ylabel(f"x{i + 1}")
+            ax.tick_params(labelsize=6)
+    shown = f"dims 1-{k} of {d}" if k < d else f"all {d} dims"
+    legend = "samples (blue)" + (" over data (grey)" if data is not None else "")
+    head = f"{title}\n" if title else ""
+    _finish(fig, path, f"{head}{len(samples)} {legend}, {shown}")
+
+
+def save_image_grid(
+    path: str | os.PathLike, images: np.ndarray, levels: int, title: str | None = None
+) -> None:
+    """A square grid of ``(N, H, W, C)`` images in ``[0, levels)``, clipped to valid levels.
+
+    One channel is shown in grey, three as RGB, and otherwise the first channel.
+
+    Example:
+        >>> save_image_grid("samples.png", samples, levels=17, title="glow, step 1000, T = 0.7")
+    """
+    x = to_levels(images, levels).astype(np.float32) / (levels - 1)
+    n, h, w, c = x.shape
+    if c != 3:
+        x = x[..., :1]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    canvas = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, x.shape[-1]), np.float32)
+    for i in range(n):
+        top, left = 1 + (i // cols) * (h + 1), 1 + (i % cols) * (w + 1)
+        canvas[top : top + h, left : left + w] = x[i]
+    width = max(3.5, cols * 0.6)
+    fig = Figure(figsize=(width, max(2.0, rows * 0.6) + (0.6 if title else 0.0)), dpi=100)
+    ax = fig.subplots()
+    if canvas.shape[-1] == 1:
+        ax.imshow(canvas[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=8 if width < 5 else 10)
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path)
