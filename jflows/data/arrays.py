@@ -134,6 +134,21 @@ def validate_array(x: np.ndarray, *, levels: int = 256, source: str = "data") ->
     return _check_images(x, check_levels(levels), source)
 
 
+def _npy_problem(err: BaseException) -> str:
+    """A short description of why ``np.load`` failed, without numpy's pickle advice."""
+    text = str(err)
+    if "Object arrays" in text:
+        return "it holds an object array, which only pickle can read"
+    if "pickle" in text:
+        return "its bytes are not a .npy header"
+    if "format version" in text or "header" in text.lower():
+        return "its .npy header is damaged"
+    if isinstance(err, EOFError) or "Failed to read all data" in text or "truncated" in text:
+        return "the file is truncated (it was not written completely)"
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return first[:120]
+
+
 def load_array(path: str | os.PathLike, *, levels: int = 256) -> np.ndarray:
     """Load and validate a ``.npy`` file of vectors or images.
 
@@ -164,10 +179,18 @@ def load_array(path: str | os.PathLike, *, levels: int = 256) -> np.ndarray:
         )
     try:
         loaded = np.load(source, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
+    except PermissionError as err:
         raise DataError(
-            f"cannot read {source!r} as a .npy array ({err}); save a plain numeric array "
-            f"with numpy.save (pickled and object arrays are not read)"
+            f"cannot read {source!r}: permission denied; make the file readable "
+            f"(chmod u+r) or copy it somewhere readable"
+        ) from err
+    except (OSError, ValueError, EOFError, UnicodeDecodeError, SyntaxError) as err:
+        # numpy's own messages suggest allow_pickle=True, which would execute code from the
+        # file: never useful for data, so the message says what to do instead
+        raise DataError(
+            f"{source!r} is not a valid .npy array (numpy could not read a plain array from "
+            f"it: {_npy_problem(err)}); write the data with numpy.save(path, array) from a "
+            f"numeric array (pickled, object and .npz files are not read)"
         ) from err
     if not isinstance(loaded, np.ndarray):
         loaded.close()
