@@ -21,6 +21,8 @@ from mpl_toolkits.axes_grid1 import make_axes_locatable
 
 MAX_MATRIX_DIMS = 4
 """A scatter matrix of vectors shows at most this many leading coordinates."""
+MAX_MATRIX_ROWS = 5000
+"""At most this many data rows are drawn under the samples of a scatter matrix."""
 
 Bounds = tuple[tuple[float, float], ...]
 
@@ -162,6 +164,8 @@ def save_scatter_matrix(
     """
     d = samples.shape[1]
     k = min(d, max_dims)
+    if data is not None and len(data) > MAX_MATRIX_ROWS:  # evenly spaced rows: deterministic
+        data = data[:: math.ceil(len(data) / MAX_MATRIX_ROWS)]
     bounds = plot_range(samples if data is None else data, dims=k)
     fig = Figure(figsize=(2.3 * k, 2.3 * k + 0.4), dpi=100)
     axes = fig.subplots(k, k, squeeze=False)
