@@ -141,7 +141,9 @@ def save_scatter(
 ) -> None:
     """A scatter plot of 2-D samples ``(N, 2)``."""
     bounds = plot_range(samples) if bounds is None else bounds
-    fig = Figure(figsize=(5, 5.3), dpi=100)
+    (x0, x1), (y0, y1) = bounds
+    ratio = min(max((x1 - x0) / max(y1 - y0, 1e-12), 0.5), 2.0)  # equal axes, little blank
+    fig = Figure(figsize=(5.5, 5.5 / ratio + 0.6), dpi=100)
     ax = fig.subplots()
     _scatter(ax, samples, bounds, f"{len(samples)} model samples")
     ax.set_aspect("equal")
