@@ -2,8 +2,9 @@
 
 Each block is ``x + g(x)`` with ``g(x) = W_3 phi(W_2 phi(W_1 phi(x) + b_1) + b_2) + b_3``,
 LipSwish ``phi(z) = z sigmoid(softplus(beta) z) / 1.1`` before every linear layer, and
-``W_i = A_i / max(1, u_i^T A_i v_i / c)`` from the raw weight ``A_i`` (PyTorch's ``(out, in)``
-layout) and its stored power-iteration vectors; the log-density is
+``W_i = A_i / max(1, 1.001 u_i^T A_i v_i / c)`` (jflows' documented 1e-3 safety margin on
+power iteration) from the raw weight ``A_i`` (PyTorch's ``(out, in)`` layout) and its stored
+power-iteration vectors; the log-density is
 ``log N(z; 0, I) + sum_b log|det(I + J_g_b)|``. The hand-written version below reads the raw
 arrays out of the jflows variables and must give the same log-density and the same gradients,
 so the library's layout, normalisation and activation order are those of the reference code
@@ -49,7 +50,7 @@ def _reference_log_prob(params, lipschitz, x):
             a = raw if DIMS[i + 1] < DIMS[i] else raw.T  # (out, in), as PyTorch stores it
             u, v = lip[(f"layer_{i}", "u")][b], lip[(f"layer_{i}", "v")][b]
             sigma = jax.lax.stop_gradient(u) @ a @ jax.lax.stop_gradient(v)
-            w = a / jnp.maximum(1.0, sigma / COEFF)
+            w = a / jnp.maximum(1.0, sigma * 1.001 / COEFF)  # jflows' documented 1e-3 margin
             beta = jax.nn.softplus(p[f"beta_{i}"][b])
             h = h * jax.nn.sigmoid(beta * h) / 1.1
             h = h @ w.T + p[f"bias_{i}"][b]

@@ -2,12 +2,14 @@
 
 :func:`normalized_weight` is called from inside a module's compact method. It keeps one pair of
 vectors ``(u, v)`` per weight in the ``lipschitz`` collection and returns
-``W / max(1, sigma / c)`` with ``sigma = u^T A v`` (see :mod:`jflows.kernels.spectral`). The
-vectors are converged at ``init`` (adaptive power iteration, at most 200 steps) and refreshed
-only when the caller passes ``mutable=[LIPSCHITZ]`` to ``apply``: then ``n_iter`` warm-started
-iterations run (or, with ``tol``, iterations until the vectors settle) before ``sigma`` is
-computed, so the weight used in that very call is normalised with up-to-date vectors. The
-training step does this once per step; evaluation and sampling use the stored vectors.
+``W / max(1, (1 + m) sigma / c)`` with ``sigma = u^T A v`` and the safety margin
+``m = SPECTRAL_MARGIN`` (1e-3, since ``sigma`` under-estimates the norm; see
+:mod:`jflows.kernels.spectral`). The vectors are converged at ``init`` (adaptive power
+iteration, at most 200 steps) and refreshed only when the caller passes
+``mutable=[LIPSCHITZ]`` to ``apply``: then ``n_iter`` warm-started iterations run (or, with
+``tol``, iterations until the vectors settle) before ``sigma`` is computed, so the weight used
+in that very call is normalised with up-to-date vectors. The training step does this once per
+step; evaluation and sampling use the stored vectors.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import jax.numpy as jnp
 
 from jflows.kernels.induced_norms import induced_power_iteration
 from jflows.kernels.spectral import (
+    SPECTRAL_MARGIN,
     lipschitz_scale,
     power_iteration,
     power_iteration_adaptive,
@@ -43,7 +46,7 @@ def normalized_weight(
     tol: float | None = None,
     orders: tuple[float, float] = (2.0, 2.0),
 ) -> jax.Array:
-    """Returns ``kernel / max(1, sigma / coeff)``, creating or refreshing ``(u, v)``.
+    """Returns ``kernel / max(1, (1 + m) sigma / coeff)``, creating or refreshing ``(u, v)``.
 
     Args:
         module: the calling module (inside its compact method).
@@ -89,16 +92,19 @@ def normalized_weight(
             u, v, _ = iterate(u, v, n_iter)
         state.value = {"u": u, "v": v}
     sigma = sigma_from_vectors(matvec, u, v)
-    normalized = kernel / lipschitz_scale(sigma, coeff)
+    normalized = kernel / lipschitz_scale(sigma, coeff, SPECTRAL_MARGIN)
     # for jflows.models.residual_diagnostics (kept only when DIAGNOSTICS is mutable)
     module.sow(DIAGNOSTICS, f"{name}_weight", normalized)
     module.sow(DIAGNOSTICS, f"{name}_coeff", jnp.asarray(coeff, kernel.dtype))
     return normalized
 
 
-def lipswish_betas(module: nn.Module, count: int, init: float) -> list[jax.Array]:
+def lipswish_betas(
+    module: nn.Module, count: int, init: float, dtype=jnp.float32
+) -> list[jax.Array]:
     """``count`` LipSwish parameters ``b`` (``beta = softplus(b)``), each its own scalar."""
-    return [module.param(f"beta_{i}", nn.initializers.constant(init), ()) for i in range(count)]
+    constant = nn.initializers.constant(init)
+    return [module.param(f"beta_{i}", constant, (), dtype) for i in range(count)]
 
 
 def torch_linear_init(fan_in: int, scale: float = 1.0):
