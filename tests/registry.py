@@ -10,8 +10,13 @@ import dataclasses
 import functools
 from collections.abc import Callable
 
+import jax
+
 from jflows import bijectors as jb
 from jflows import models as jm
+
+DT = "float64" if jax.config.jax_enable_x64 else "float32"
+"""Models are built in the session's dtype: the float64 pass checks float64 models."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,21 +84,23 @@ CASES = [
     Case("glow_step_additive_plain", lambda: jb.GlowStep(hidden=4, coupling="additive",
                                                           lu=False), IMG),
     # models
-    Case("model_nice_vector", lambda: jm.nice((4,), hidden=(8,)), V),
-    Case("model_nice_image", lambda: jm.nice(IMG, hidden=(8,)), IMG),
-    Case("model_realnvp_vector", lambda: jm.realnvp((4,), hidden=(8,), actnorm=True), V),
+    Case("model_nice_vector", lambda: jm.nice((4,), hidden=(8,), dtype=DT), V),
+    Case("model_nice_image", lambda: jm.nice(IMG, hidden=(8,), dtype=DT), IMG),
+    Case("model_realnvp_vector", lambda: jm.realnvp((4,), hidden=(8,), actnorm=True, dtype=DT), V),
     Case("model_realnvp_vector_pre", lambda: jm.realnvp(
-        (2,), hidden=(8,), preprocessing=jm.vector_preprocessing((1.0, -1.0), (2.0, 0.5))), (2,)),
-    Case("model_realnvp_image", lambda: jm.realnvp(IMG, conv_hidden=4, n_levels=2), IMG),
+        (2,), hidden=(8,), preprocessing=jm.vector_preprocessing((1.0, -1.0), (2.0, 0.5)),
+        dtype=DT), (2,)),
+    Case("model_realnvp_image", lambda: jm.realnvp(IMG, conv_hidden=4, n_levels=2, dtype=DT), IMG),
     Case("model_realnvp_image_digits", lambda: jm.realnvp(
         IMG1, conv_hidden=4, n_levels=2, actnorm=True,
-        preprocessing=jm.image_preprocessing(17, logit_alpha=0.05)), IMG1, uniform=(0.0, 17.0)),
+        preprocessing=jm.image_preprocessing(17, logit_alpha=0.05), dtype=DT), IMG1,
+        uniform=(0.0, 17.0)),
 ]
 
 CASES += [
-    Case("model_glow_small", lambda: jm.glow(IMG, levels=2, steps=2, hidden=4), IMG),
+    Case("model_glow_small", lambda: jm.glow(IMG, levels=2, steps=2, hidden=4, dtype=DT), IMG),
     Case("model_glow_digits", lambda: jm.glow(
-        IMG1, levels=2, steps=2, hidden=4, preprocessing=jm.image_preprocessing(17)),
+        IMG1, levels=2, steps=2, hidden=4, preprocessing=jm.image_preprocessing(17), dtype=DT),
         IMG1, uniform=(0.0, 17.0)),
 ]
 
@@ -111,12 +118,12 @@ CASES += [
     Case("residual_stack", lambda: jb.Stack(lambda: jb.Chain(
         [jb.ResidualBlock(RES_MLP(), logdet="exact"), jb.ActNorm()]), 2), V, perturb=0.05),
     Case("model_resflow_vector", lambda: jm.resflow((4,), n_blocks=2, hidden=(8,),
-                                                    training=False), V, perturb=0.05),
+                                                    training=False, dtype=DT), V, perturb=0.05),
     Case("model_iresnet_vector", lambda: jm.iresnet((4,), n_blocks=2, hidden=(8,),
-                                                    training=False), V, perturb=0.05),
+                                                    training=False, dtype=DT), V, perturb=0.05),
     Case("model_resflow_image", lambda: jm.resflow(
         IMG, n_blocks=1, hidden=4, fc_blocks=1, fc_hidden=(8,), exact_max_dims=64,
-        training=False), IMG, perturb=0.05),
+        training=False, dtype=DT), IMG, perturb=0.05),
     Case("model_iresnet_image", lambda: jm.iresnet(
-        IMG, n_blocks=1, hidden=4, exact_max_dims=64, training=False), IMG, perturb=0.05),
+        IMG, n_blocks=1, hidden=4, exact_max_dims=64, training=False, dtype=DT), IMG, perturb=0.05),
 ]

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from registry import CASES, Case
 
+from jflows.models import MODELS, Flow
 from jflows.names import LIPSCHITZ, LOGDET, PARAMS, SAMPLE
 
 X64 = bool(jax.config.jax_enable_x64)
@@ -41,7 +42,9 @@ class Harness:
         self.case = case
         self.module = module = case.make()
         x_init = _data(case, jax.random.key(0), batch=16)
-        init = jax.jit(lambda rngs, x: module.init(rngs, x, method="forward_and_log_det"))
+        # a model is initialised as users do (through log_prob, which creates a learned base)
+        method = "log_prob" if isinstance(module, Flow) else "forward_and_log_det"
+        init = jax.jit(lambda rngs, x: module.init(rngs, x, method=method))
         variables = init({PARAMS: jax.random.key(1), **_rngs()}, x_init)
         # perturb the trainable parameters only (constants and power-iteration state stay)
         leaves, treedef = jax.tree.flatten(variables.get(PARAMS, {}))
@@ -142,3 +145,41 @@ def test_batch_matches_vmap_and_single_events(h):
 @pytest.mark.float64
 def test_dtype_is_kept(h):
     assert h.z.dtype == DTYPE and h.ld.dtype == DTYPE
+
+
+def _is_flow(h) -> bool:
+    return isinstance(h.module, Flow)
+
+
+@pytest.mark.float64
+def test_every_registered_model_is_in_the_suite():
+    covered = {c.name.split("_")[1] for c in CASES if c.name.startswith("model_")}
+    assert set(MODELS) <= covered, f"models without a contract case: {set(MODELS) - covered}"
+
+
+@pytest.mark.float64
+def test_model_samples_have_the_model_dtype(h):
+    """``sample`` draws in the model's dtype (float64 in the float64 pass), finite values."""
+    if not _is_flow(h):
+        pytest.skip(f"{h.case.name} is a bijector, not a model")
+    n = 5
+    x = jax.jit(lambda v: h.module.apply(v, n, method="sample", rngs=_rngs(3)))(h.variables)
+    assert x.shape == (n, *h.case.event_shape) and x.dtype == DTYPE
+    assert bool(jnp.all(jnp.isfinite(x)))
+
+
+@pytest.mark.float64
+def test_model_sample_and_log_prob_matches_log_prob(h):
+    """``sample_and_log_prob`` returns the samples of ``sample`` and their ``log_prob``."""
+    if not _is_flow(h):
+        pytest.skip(f"{h.case.name} is a bijector, not a model")
+    n = 5
+    xs, lp = jax.jit(lambda v: h.module.apply(
+        v, n, method="sample_and_log_prob", rngs=_rngs(3)))(h.variables)
+    assert xs.dtype == DTYPE and lp.dtype == DTYPE and lp.shape == (n,)
+    assert bool(jnp.all(jnp.isfinite(xs))) and bool(jnp.all(jnp.isfinite(lp)))
+    x = jax.jit(lambda v: h.module.apply(v, n, method="sample", rngs=_rngs(3)))(h.variables)
+    close(xs, x, h.tol())
+    if h.case.exact_logdet:
+        lp2 = jax.jit(lambda v, e: h.apply(v, e, "log_prob"))(h.variables, xs)
+        close(lp, lp2, h.tol(50), atol_scale=10)

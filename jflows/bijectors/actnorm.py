@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jflows.bijectors.base import Bijector
+from jflows.bijectors.base import Bijector, param_dtype_for
 from jflows.kernels.elementwise import affine_forward, affine_inverse
 
 
@@ -30,6 +32,7 @@ class ActNorm(Bijector):
         event_ndims: rank of one event (1 for vectors, 3 for ``(H, W, C)`` images).
         min_init_std: floor on the standard deviation used at initialisation, so a constant
             channel does not get an enormous scale.
+        param_dtype: dtype of ``b`` and ``s`` (None: the dtype of the data at ``init``).
 
     Example:
         >>> layer = ActNorm(event_ndims=3)
@@ -38,23 +41,25 @@ class ActNorm(Bijector):
 
     event_ndims: int = 1
     min_init_std: float = 1e-2
+    param_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, inverse: bool = False):
         """Forward (or, with ``inverse=True``, inverse) map and its log-determinant."""
         data = jax.lax.stop_gradient(x)
         axes = tuple(range(x.ndim - 1))
+        dtype = param_dtype_for(self.param_dtype, x)
 
         def shift_init(_key):
             if inverse:  # initialised from the latent side: start at the identity
-                return jnp.zeros((x.shape[-1],), x.dtype)
-            return -jnp.mean(data, axis=axes)
+                return jnp.zeros((x.shape[-1],), dtype)
+            return -jnp.mean(data, axis=axes).astype(dtype)
 
         def log_scale_init(_key):
             if inverse:
-                return jnp.zeros((x.shape[-1],), x.dtype)
+                return jnp.zeros((x.shape[-1],), dtype)
             std = jnp.std(data, axis=axes)
-            return -jnp.log(jnp.maximum(std, self.min_init_std))
+            return -jnp.log(jnp.maximum(std, self.min_init_std)).astype(dtype)
 
         shift = self.param("shift", shift_init)
         log_scale = self.param("log_scale", log_scale_init)

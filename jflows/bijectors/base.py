@@ -8,8 +8,11 @@ returns log-determinants with the batch shape.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jflows.errors import MissingRngError
 
@@ -60,3 +63,16 @@ def require_rng(module: nn.Module, stream: str) -> jax.Array:
     if not module.has_rng(stream):
         raise MissingRngError(stream, f"{type(module).__name__} ({module.name or 'unnamed'})")
     return module.make_rng(stream)
+
+
+def param_dtype_for(param_dtype: Any, x: jax.Array) -> jnp.dtype:
+    """The dtype of a layer's parameters: ``param_dtype`` if given, else ``x``'s float dtype.
+
+    Layers take ``param_dtype=None`` by default, so a bare bijector creates its parameters in
+    the dtype of the data it is initialised on (float32 data: float32 parameters). The model
+    factories pass their ``dtype`` explicitly.
+    """
+    if param_dtype is not None:
+        return jnp.dtype(param_dtype)
+    dtype = jnp.result_type(x)
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.dtype(jnp.float32)

@@ -9,10 +9,13 @@ the identity map.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jflows.bijectors.base import param_dtype_for
 
 ACTIVATIONS = {"relu": nn.relu, "elu": nn.elu, "tanh": jnp.tanh, "gelu": nn.gelu}
 
@@ -38,20 +41,24 @@ class MLP(nn.Module):
         hidden: widths of the hidden layers.
         activation: one of ``relu``, ``elu``, ``tanh``, ``gelu``.
         zero_init_last: start the output layer at zero (identity coupling at init).
+        param_dtype: dtype of the weights (None: the input's float dtype).
     """
 
     hidden: Sequence[int] = (128, 128)
     activation: str = "relu"
     zero_init_last: bool = True
+    param_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, out_features: int) -> jax.Array:
         act = ACTIVATIONS[self.activation]
+        pdt = param_dtype_for(self.param_dtype, x)
         for width in self.hidden:
             init = torch_uniform(x.shape[-1])
-            x = act(nn.Dense(width, kernel_init=init, bias_init=init)(x))
+            x = act(nn.Dense(width, kernel_init=init, bias_init=init, param_dtype=pdt)(x))
         last_init = nn.initializers.zeros if self.zero_init_last else torch_uniform(x.shape[-1])
-        return nn.Dense(out_features, kernel_init=last_init, bias_init=nn.initializers.zeros)(x)
+        return nn.Dense(out_features, kernel_init=last_init, bias_init=nn.initializers.zeros,
+                        param_dtype=pdt)(x)
 
 
 class ConvNet(nn.Module):
@@ -65,16 +72,19 @@ class ConvNet(nn.Module):
         kernel_sizes: one spatial kernel size per convolution.
         activation: one of ``relu``, ``elu``, ``tanh``, ``gelu``.
         zero_init_last: start the output convolution at zero.
+        param_dtype: dtype of the weights (None: the input's float dtype).
     """
 
     hidden: int = 64
     kernel_sizes: Sequence[int] = (3, 1, 3)
     activation: str = "relu"
     zero_init_last: bool = True
+    param_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, out_features: int) -> jax.Array:
         act = ACTIVATIONS[self.activation]
+        pdt = param_dtype_for(self.param_dtype, x)
         lead = x.shape[:-3]
         x = x.reshape((-1, *x.shape[-3:]))
         n = len(self.kernel_sizes)
@@ -86,7 +96,8 @@ class ConvNet(nn.Module):
                 k_init, b_init = nn.initializers.zeros, nn.initializers.zeros
             else:
                 k_init = b_init = torch_uniform(fan_in)
-            x = nn.Conv(feats, (k, k), padding="SAME", kernel_init=k_init, bias_init=b_init)(x)
+            x = nn.Conv(feats, (k, k), padding="SAME", kernel_init=k_init, bias_init=b_init,
+                        param_dtype=pdt)(x)
             if not last:
                 x = act(x)
         return x.reshape((*lead, *x.shape[1:]))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflows.bijectors.base import Bijector
+from jflows.bijectors.base import Bijector, param_dtype_for
 from jflows.kernels.elementwise import affine_forward, affine_inverse
 
 
@@ -58,21 +60,24 @@ class ElementwiseAffine(Bijector):
         event_ndims: rank of one event.
         per_channel: share parameters over spatial positions (last axis only) when True.
         use_shift: learn ``b`` (otherwise ``b = 0``).
+        param_dtype: dtype of ``b`` and ``s`` (None: the dtype of the data at ``init``).
     """
 
     event_ndims: int = 1
     per_channel: bool = False
     use_shift: bool = True
+    param_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, inverse: bool = False):
         """Forward (or, with ``inverse=True``, inverse) map and its log-determinant."""
         shape = (x.shape[-1],) if self.per_channel else x.shape[x.ndim - self.event_ndims :]
-        log_scale = self.param("log_scale", lambda _: jnp.zeros(shape, x.dtype))
+        dtype = param_dtype_for(self.param_dtype, x)
+        log_scale = self.param("log_scale", lambda _: jnp.zeros(shape, dtype))
         if self.use_shift:
-            shift = self.param("shift", lambda _: jnp.zeros(shape, x.dtype))
+            shift = self.param("shift", lambda _: jnp.zeros(shape, dtype))
         else:
-            shift = jnp.zeros(shape, x.dtype)
+            shift = jnp.zeros(shape, dtype)
         if inverse:
             return affine_inverse(x, shift, log_scale, self.event_ndims)
         return affine_forward(x, shift, log_scale, self.event_ndims)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -30,16 +32,20 @@ class FactorOut(Bijector):
         learned_prior: use the learned conditional prior for the factored-out half.
         prior_hidden: hidden channels of the prior network (0: a single zero-initialised 3x3
             convolution, as in Glow).
+        param_dtype: dtype of the prior network's weights (None: the data's at ``init``).
     """
 
     inner: Bijector
     learned_prior: bool = False
     prior_hidden: int = 0
+    param_dtype: Any = None
 
     def setup(self):
         if self.learned_prior:
             sizes = (3,) if self.prior_hidden == 0 else (3, 1, 3)
-            self.prior_net = ConvNet(hidden=max(self.prior_hidden, 1), kernel_sizes=sizes)
+            self.prior_net = ConvNet(
+                hidden=max(self.prior_hidden, 1), kernel_sizes=sizes, param_dtype=self.param_dtype
+            )
 
     def _split(self, x):
         k = (x.shape[-1] + 1) // 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 
 from jflows.bijectors.actnorm import ActNorm
@@ -25,20 +27,23 @@ class GlowStep(Bijector):
         hidden: channels of the coupling network.
         coupling: ``"affine"`` or ``"additive"``.
         lu: LU-parameterised 1x1 convolution.
+        param_dtype: dtype of every parameter of the step (None: the data's at ``init``).
     """
 
     hidden: int = 64
     coupling: str = "affine"
     lu: bool = True
+    param_dtype: Any = None
 
     def setup(self):
         if self.coupling not in ("affine", "additive"):
             raise ConfigError(f"coupling must be 'affine' or 'additive', got {self.coupling!r}")
-        self.actnorm = ActNorm(event_ndims=3)
-        self.invconv = InvertibleConv1x1(lu=self.lu)
+        pdt = self.param_dtype
+        self.actnorm = ActNorm(event_ndims=3, param_dtype=pdt)
+        self.invconv = InvertibleConv1x1(lu=self.lu, param_dtype=pdt)
         self.couple = SplitCoupling(
             event_ndims=3,
-            conditioner=ConvNet(self.hidden),
+            conditioner=ConvNet(self.hidden, param_dtype=pdt),
             scale_map="sigmoid" if self.coupling == "affine" else "none",
         )
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jflows.bijectors.base import Bijector
+from jflows.bijectors.base import Bijector, param_dtype_for
 from jflows.kernels.invconv import (
     conv1x1,
     lu_decompose,
@@ -37,6 +39,8 @@ class InvertibleConv1x1(Bijector):
 
     Attributes:
         lu: use the LU parameterisation.
+        param_dtype: dtype of the weights and of the fixed LU signs (None: the dtype of the
+            data at ``init``).
 
     Example:
         >>> conv = InvertibleConv1x1(lu=True)
@@ -44,10 +48,11 @@ class InvertibleConv1x1(Bijector):
     """
 
     lu: bool = True
+    param_dtype: Any = None
 
-    def _weight_and_log_abs_det(self, channels: int, dtype):
+    def _weight_and_log_abs_det(self, channels: int, dtype, param_dtype):
         if not self.lu:
-            w = self.param("weight", lambda key: random_rotation(key, channels, jnp.float32))
+            w = self.param("weight", lambda key: random_rotation(key, channels, param_dtype))
             w = w.astype(dtype)
             return w, jnp.linalg.slogdet(w)[1]
         # One rotation feeds both the trained and the fixed LU factors. At apply time no
@@ -56,7 +61,7 @@ class InvertibleConv1x1(Bijector):
         key = self.make_rng(PARAMS) if self.is_initializing() else jax.random.key(0)
 
         def decompose():
-            return lu_decompose(random_rotation(key, channels, jnp.float32))
+            return lu_decompose(random_rotation(key, channels, param_dtype))
 
         fixed = self.variable(CONSTANTS, "lu_fixed", lambda: decompose()[1]).value
         trained = self.param("lu", lambda _: decompose()[0])
@@ -66,7 +71,8 @@ class InvertibleConv1x1(Bijector):
     @nn.compact
     def __call__(self, x: jax.Array, inverse: bool = False):
         """Forward (or, with ``inverse=True``, inverse) map and its log-determinant."""
-        w, log_abs_det = self._weight_and_log_abs_det(x.shape[-1], x.dtype)
+        pdt = param_dtype_for(self.param_dtype, x)
+        w, log_abs_det = self._weight_and_log_abs_det(x.shape[-1], x.dtype, pdt)
         logdet = pixels_per_event(x) * log_abs_det * jnp.ones(batch_shape(x, 3), x.dtype)
         if inverse:
             return conv1x1(x, jnp.linalg.inv(w)), -logdet

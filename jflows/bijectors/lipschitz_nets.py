@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 
+from jflows.bijectors.base import param_dtype_for
 from jflows.bijectors.lipschitz import lipswish_betas, normalized_weight, torch_linear_init
 from jflows.errors import ConfigError, ShapeError
 from jflows.kernels.lipschitz_nets import (
@@ -37,11 +39,11 @@ class _BranchChecks:
             raise ConfigError(f"power_iterations must be >= 0, got {self.power_iterations}")
         super().__post_init__()
 
-    def _betas(self, n_layers: int):
+    def _betas(self, n_layers: int, dtype, compute_dtype):
         n_act = n_layers if self.preact else n_layers - 1
         if self.activation != "lipswish":
             return [None] * n_act
-        return lipswish_betas(self, n_act, LIPSWISH_INIT)
+        return [b.astype(compute_dtype) for b in lipswish_betas(self, n_act, LIPSWISH_INIT, dtype)]
 
 
 class LipschitzMLP(_BranchChecks, nn.Module):
@@ -67,6 +69,8 @@ class LipschitzMLP(_BranchChecks, nn.Module):
         last_init_scale: factor on the last layer's initial weights.
         norm_orders: optional induced norm orders ``p_0, ..., p_L`` (layer ``i`` normalised in
             ``||.||_{p_i -> p_{i+1}}``, ``p_0 = p_L``); default all 2 (spectral).
+        param_dtype: dtype of the weights, biases and LipSwish parameters (None: the dtype of
+            the data at ``init``); the power-iteration vectors follow the data's dtype.
     """
 
     hidden: Sequence[int] = (128, 128)
@@ -77,10 +81,12 @@ class LipschitzMLP(_BranchChecks, nn.Module):
     power_tol: float | None = None
     last_init_scale: float = 1.0
     norm_orders: Sequence[float] | None = None
+    param_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> Callable[[jax.Array], jax.Array]:
         d = x.shape[-1]
+        pdt = param_dtype_for(self.param_dtype, x)
         dims = [d, *self.hidden, d]
         n = len(dims) - 1
         orders = (2.0,) * (n + 1)
@@ -95,16 +101,16 @@ class LipschitzMLP(_BranchChecks, nn.Module):
             scale = self.last_init_scale if i == n - 1 else 1.0
             narrowing = dims[i + 1] < dims[i]
             shape = (dims[i + 1], dims[i]) if narrowing else (dims[i], dims[i + 1])
-            kernel = self.param(f"kernel_{i}", torch_linear_init(dims[i], scale), shape)
+            kernel = self.param(f"kernel_{i}", torch_linear_init(dims[i], scale), shape, pdt)
             kernel = kernel.T if narrowing else kernel  # used as (in, out) from here on
-            bias = self.param(f"bias_{i}", torch_linear_init(dims[i]), (dims[i + 1],))
+            bias = self.param(f"bias_{i}", torch_linear_init(dims[i]), (dims[i + 1],), pdt)
             w = normalized_weight(
                 self, f"layer_{i}", kernel.astype(x.dtype), dense_operator, (dims[i],),
                 (dims[i + 1],), self.coeff, self.power_iterations, self.power_tol,
                 (orders[i], orders[i + 1]),
             )
             layers.append((w.astype(x.dtype), bias.astype(x.dtype)))
-        betas = self._betas(n)
+        betas = self._betas(n, pdt, x.dtype)
         return functools.partial(residual_mlp, layers, betas, activation=self.activation,
                                  preact=self.preact)
 
@@ -119,8 +125,8 @@ class LipschitzCNN(_BranchChecks, nn.Module):
     Attributes:
         hidden: channels of the hidden layers (Residual Flows: 512; CPU-sized default 32).
         kernel_sizes: one odd spatial size per convolution.
-        coeff, activation, preact, power_iterations, power_tol, last_init_scale: as in
-            :class:`LipschitzMLP`.
+        coeff, activation, preact, power_iterations, power_tol, last_init_scale, param_dtype:
+            as in :class:`LipschitzMLP`.
     """
 
     hidden: int = 32
@@ -131,10 +137,12 @@ class LipschitzCNN(_BranchChecks, nn.Module):
     power_iterations: int = 5
     power_tol: float | None = None
     last_init_scale: float = 1.0
+    param_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> Callable[[jax.Array], jax.Array]:
         h, w, c = x.shape[-3:]
+        pdt = param_dtype_for(self.param_dtype, x)
         n = len(self.kernel_sizes)
         chans = [c, *([self.hidden] * (n - 1)), c]
         layers = []
@@ -144,8 +152,8 @@ class LipschitzCNN(_BranchChecks, nn.Module):
             fan_in = chans[i] * k * k
             scale = self.last_init_scale if i == n - 1 else 1.0
             kernel = self.param(f"kernel_{i}", torch_linear_init(fan_in, scale),
-                                (k, k, chans[i], chans[i + 1]))
-            bias = self.param(f"bias_{i}", torch_linear_init(fan_in), (chans[i + 1],))
+                                (k, k, chans[i], chans[i + 1]), pdt)
+            bias = self.param(f"bias_{i}", torch_linear_init(fan_in), (chans[i + 1],), pdt)
             if k == 1:
                 op = lambda kern: dense_operator(kern[0, 0])  # noqa: E731
                 in_shape, out_shape = (chans[i],), (chans[i + 1],)
@@ -159,7 +167,7 @@ class LipschitzCNN(_BranchChecks, nn.Module):
             if k > 1:
                 self._check_spatial(f"layer_{i}", (h, w, chans[i]))
             layers.append((wn.astype(x.dtype), bias.astype(x.dtype)))
-        betas = self._betas(n)
+        betas = self._betas(n, pdt, x.dtype)
         return functools.partial(residual_cnn, layers, betas, activation=self.activation,
                                  preact=self.preact)
 

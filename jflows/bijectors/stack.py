@@ -19,7 +19,9 @@ class _ScanBody(nn.Module):
     """One step of the scan: builds a block and threads ``x`` through it.
 
     The per-block log-determinants come out as the scan's stacked outputs, so the stack does
-    not need to know the batch shape in advance.
+    not need to know the batch shape in advance. The carry keeps its dtype: a block whose
+    parameters are wider than its input (float64 weights, float32 data) computes in the wider
+    dtype and its output is cast back, instead of failing inside ``lax.scan``.
     """
 
     make_block: Callable[[], Bijector]
@@ -28,16 +30,18 @@ class _ScanBody(nn.Module):
         self.block = self.make_block()
 
     def forward_and_log_det(self, x, _):
-        return self.block.forward_and_log_det(x)
+        z, logdet = self.block.forward_and_log_det(x)
+        return z.astype(x.dtype), logdet
 
     def inverse_and_log_det(self, z, _):
-        return self.block.inverse_and_log_det(z)
+        x, logdet = self.block.inverse_and_log_det(z)
+        return x.astype(z.dtype), logdet
 
     def forward(self, x, _):
-        return self.block.forward(x), None
+        return self.block.forward(x).astype(x.dtype), None
 
     def inverse(self, z, _):
-        return self.block.inverse(z), None
+        return self.block.inverse(z).astype(z.dtype), None
 
 
 class Stack(Bijector):

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
 
 from jflows.bijectors import Bijector, Chain
 from jflows.errors import ConfigError
@@ -10,6 +14,47 @@ from jflows.models.bases import DiagonalGaussian, StandardNormal
 from jflows.models.flow import Flow
 
 BASES = ("standard", "diagonal")
+DTYPES = ("float32", "float64")
+
+
+def model_dtype(dtype: Any, model: str) -> str:
+    """The canonical name (``"float32"`` or ``"float64"``) of a factory's ``dtype`` argument.
+
+    Raises ConfigError for any other dtype, and for float64 while 64-bit JAX is off (JAX would
+    silently make every array float32).
+
+    Example:
+        >>> model_dtype(jnp.float32, "realnvp")
+        'float32'
+    """
+    try:
+        name = jnp.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise ConfigError(f"{model}: dtype must be one of {DTYPES}, got {dtype!r}")
+    if name == "float64" and not jax.config.jax_enable_x64:
+        raise ConfigError(
+            f"{model}: dtype='float64' needs 64-bit JAX, which is off (JAX would silently use "
+            "float32): set JAX_ENABLE_X64=1 in the environment, or call "
+            "jax.config.update('jax_enable_x64', True) before building the model, or use "
+            "dtype='float32'"
+        )
+    return name
+
+
+def require_two_dims(model: str, event_shape: Sequence[int]) -> None:
+    """Coupling flows split an event in two halves, so they need at least 2 scalars per event.
+
+    Raises ConfigError (naming the model and the models that do handle 1-D data) otherwise.
+    """
+    shape = tuple(int(s) for s in event_shape)
+    if len(shape) == 1 and shape[0] < 2:
+        raise ConfigError(
+            f"{model} needs vectors of at least 2 dimensions (its couplings split every event "
+            f"into two halves), got event_shape {shape}; for one-dimensional data use resflow "
+            "or iresnet"
+        )
 
 
 def event_kind(event_shape: Sequence[int]) -> str:
@@ -30,13 +75,14 @@ def assemble_flow(
     layers: Sequence[Bijector],
     preprocessing: Sequence[Bijector] = (),
     base: str = "standard",
+    dtype: str = "float32",
 ) -> Flow:
-    """``Flow(Chain([*preprocessing, *layers]), base)`` with ``base`` by name."""
+    """``Flow(Chain([*preprocessing, *layers]), base, dtype)`` with ``base`` by name."""
     shape = tuple(int(s) for s in event_shape)
     if base == "standard":
-        base_module = StandardNormal(shape)
+        base_module = StandardNormal(shape, dtype=dtype)
     elif base == "diagonal":
-        base_module = DiagonalGaussian(shape)
+        base_module = DiagonalGaussian(shape, dtype=dtype)
     else:
         raise ConfigError(f"unknown base {base!r}; choose one of {BASES}")
-    return Flow(Chain([*preprocessing, *layers]), base_module, shape)
+    return Flow(Chain([*preprocessing, *layers]), base_module, shape, dtype)

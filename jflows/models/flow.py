@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jflows.bijectors.base import Bijector, require_rng
 from jflows.kernels.shapes import check_event_shape
@@ -16,10 +19,19 @@ class Flow(nn.Module):
     ``bijector`` maps data ``x`` to latent ``z`` (``forward``); sampling draws ``z`` from the
     base and runs ``inverse``. Every method accepts one event or any leading batch axes.
 
+    **Dtype.** A flow has one dtype (the factories' ``dtype`` argument, float32 by default):
+    its parameters, its base draws and every intermediate array are in it. Arrays given to
+    any method are cast to it at this boundary, as a Flax layer with an explicit ``dtype``
+    casts its inputs, so a float32 model scores float64 (or integer) data in float32 and a
+    float64 model (which needs ``JAX_ENABLE_X64=1``) trains on float32 batches in float64;
+    results always come back in the model's dtype. ``dtype=None`` (a hand-built flow) casts
+    nothing: arrays keep their dtype and the base draws in its own.
+
     Attributes:
         bijector: data-to-latent bijector.
         base: a base-distribution module (``StandardNormal`` or ``DiagonalGaussian``).
         event_shape: shape of one data event; ``z`` has the same shape.
+        dtype: the model's dtype (``"float32"`` or ``"float64"``), or None.
 
     Example:
         >>> flow = jflows.models.realnvp(event_shape=(2,))
@@ -31,33 +43,32 @@ class Flow(nn.Module):
     bijector: Bijector
     base: nn.Module
     event_shape: tuple[int, ...]
+    dtype: Any = None
 
-    def _check(self, x):
+    def _input(self, x):
+        """Checks the event shape and casts ``x`` to the model's dtype."""
         check_event_shape(x, self.event_shape, "Flow")
+        return x if self.dtype is None else jnp.asarray(x, self.dtype)
 
     def forward_and_log_det(self, x: jax.Array):
         """Returns ``(z, log|det dz/dx|)``."""
-        self._check(x)
-        return self.bijector.forward_and_log_det(x)
+        return self.bijector.forward_and_log_det(self._input(x))
 
     def forward(self, x: jax.Array) -> jax.Array:
         """Maps data to latent (no log-det is computed)."""
-        self._check(x)
-        return self.bijector.forward(x)
+        return self.bijector.forward(self._input(x))
 
     def inverse(self, z: jax.Array) -> jax.Array:
         """Maps latent to data (no log-det is computed)."""
-        self._check(z)
-        return self.bijector.inverse(z)
+        return self.bijector.inverse(self._input(z))
 
     def inverse_and_log_det(self, z: jax.Array):
         """Returns ``(x, log|det dx/dz|)``."""
-        self._check(z)
-        return self.bijector.inverse_and_log_det(z)
+        return self.bijector.inverse_and_log_det(self._input(z))
 
     def base_log_prob(self, z: jax.Array) -> jax.Array:
         """Log-density of the base at ``z``."""
-        return self.base.log_prob(z)
+        return self.base.log_prob(self._input(z))
 
     def log_prob(self, x: jax.Array) -> jax.Array:
         """``log p(x)`` in nats, with the batch shape of ``x``."""

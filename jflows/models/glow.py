@@ -16,7 +16,7 @@ from jflows.bijectors import (
     Stack,
 )
 from jflows.errors import ConfigError
-from jflows.models.common import assemble_flow, event_kind
+from jflows.models.common import assemble_flow, event_kind, model_dtype
 from jflows.models.flow import Flow
 
 
@@ -29,15 +29,18 @@ def _level(
     lu: bool,
     learned_prior: bool,
     unroll: int | bool,
+    dtype: str,
 ) -> Bijector:
-    step = functools.partial(GlowStep, hidden=hidden, coupling=coupling, lu=lu)
+    step = functools.partial(GlowStep, hidden=hidden, coupling=coupling, lu=lu, param_dtype=dtype)
     layers: list[Bijector] = [Squeeze(), Stack(step, length=steps, unroll=unroll)]
     if level < n_levels - 1:
-        inner = _level(level + 1, n_levels, steps, hidden, coupling, lu, learned_prior, unroll)
-        layers.append(FactorOut(inner, learned_prior=learned_prior))
+        inner = _level(
+            level + 1, n_levels, steps, hidden, coupling, lu, learned_prior, unroll, dtype
+        )
+        layers.append(FactorOut(inner, learned_prior=learned_prior, param_dtype=dtype))
     elif learned_prior:
         # Glow's learned top prior N(mu, sigma^2), written as z = (x - mu) / sigma.
-        layers.append(ElementwiseAffine(event_ndims=3))
+        layers.append(ElementwiseAffine(event_ndims=3, param_dtype=dtype))
     layers.append(Inverse(Squeeze()))
     return Chain(layers)
 
@@ -54,6 +57,7 @@ def glow(
     unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
     training: bool = True,
+    dtype: str = "float32",
 ) -> Flow:
     """A Glow flow for channels-last images.
 
@@ -79,6 +83,8 @@ def glow(
             parameters stay stacked and the step is still traced once.
         preprocessing: bijectors applied first (``image_preprocessing(levels)``).
         training: accepted for a uniform factory signature; Glow has no mode-dependent parts.
+        dtype: ``"float32"`` (default) or ``"float64"`` (needs ``JAX_ENABLE_X64=1``): the
+            dtype of every parameter, base draw and computation (see :class:`Flow`).
 
     Returns:
         A :class:`~jflows.models.Flow`.
@@ -88,6 +94,7 @@ def glow(
         ...             preprocessing=image_preprocessing(17))
     """
     del training
+    dtype = model_dtype(dtype, "glow")
     if event_kind(event_shape) != "image":
         raise ConfigError(f"glow models images (H, W, C), got event_shape {tuple(event_shape)}")
     h, w, _ = event_shape
@@ -97,5 +104,5 @@ def glow(
             f"glow with levels={levels} needs H and W divisible by {div} (and steps >= 1), "
             f"got {h}x{w}, steps={steps}"
         )
-    core = _level(0, levels, steps, hidden, coupling, lu, learned_prior, unroll)
-    return assemble_flow(event_shape, [core], preprocessing, "standard")
+    core = _level(0, levels, steps, hidden, coupling, lu, learned_prior, unroll, dtype)
+    return assemble_flow(event_shape, [core], preprocessing, "standard", dtype)

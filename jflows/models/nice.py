@@ -17,14 +17,19 @@ from jflows.bijectors import (
     Stack,
 )
 from jflows.errors import ConfigError
-from jflows.models.common import assemble_flow, event_kind
+from jflows.models.common import assemble_flow, event_kind, model_dtype, require_two_dims
 from jflows.models.flow import Flow
 
 
-def _additive_pair(hidden: Sequence[int]) -> Bijector:
+def _additive_pair(hidden: Sequence[int], dtype: str) -> Bijector:
     return Chain(
         [
-            SplitCoupling(event_ndims=1, parity=p, conditioner=MLP(tuple(hidden)), scale_map="none")
+            SplitCoupling(
+                event_ndims=1,
+                parity=p,
+                conditioner=MLP(tuple(hidden), param_dtype=dtype),
+                scale_map="none",
+            )
             for p in (0, 1)
         ]
     )
@@ -39,6 +44,7 @@ def nice(
     preprocessing: Sequence[Bijector] = (),
     base: str = "standard",
     training: bool = True,
+    dtype: str = "float32",
 ) -> Flow:
     """A NICE flow: additive couplings, then a learned diagonal scaling.
 
@@ -58,24 +64,31 @@ def nice(
         base: ``"standard"`` or ``"diagonal"``.
         training: training or evaluation mode; accepted for a uniform factory signature
             (coupling flows have no mode-dependent estimators, so it is unused).
+        dtype: ``"float32"`` (default) or ``"float64"`` (needs ``JAX_ENABLE_X64=1``): the
+            dtype of every parameter, base draw and computation (see :class:`Flow`).
 
     Returns:
         A :class:`~jflows.models.Flow`.
+
+    Raises:
+        ConfigError: for one-dimensional events (the couplings need two halves).
     """
     kind = event_kind(event_shape)
+    dtype = model_dtype(dtype, "nice")
     if n_couplings < 2 or n_couplings % 2:
         raise ConfigError(f"n_couplings must be a positive even number, got {n_couplings}")
     shape = tuple(int(s) for s in event_shape)
     dims = math.prod(shape)
+    require_two_dims("nice", (dims,))
     core: list[Bijector] = [
         Stack(
-            functools.partial(_additive_pair, tuple(hidden)),
+            functools.partial(_additive_pair, tuple(hidden), dtype),
             length=n_couplings // 2,
             unroll=unroll,
         ),
-        ElementwiseAffine(event_ndims=1, use_shift=False),
+        ElementwiseAffine(event_ndims=1, use_shift=False, param_dtype=dtype),
     ]
     if kind == "image":
         flatten = Reshape(shape, (dims,))
         core = [flatten, *core, Inverse(Reshape(shape, (dims,)))]
-    return assemble_flow(shape, core, preprocessing, base)
+    return assemble_flow(shape, core, preprocessing, base, dtype)

@@ -19,20 +19,22 @@ from jflows.bijectors import (
     Stack,
 )
 from jflows.errors import ConfigError
-from jflows.models.common import assemble_flow, event_kind
+from jflows.models.common import assemble_flow, event_kind, model_dtype, require_two_dims
 from jflows.models.flow import Flow
 
 
-def _coupling_pair(event_ndims: int, hidden: Sequence[int], scale_map: str, actnorm: bool):
+def _coupling_pair(
+    event_ndims: int, hidden: Sequence[int], scale_map: str, actnorm: bool, dtype: str
+):
     layers: list[Bijector] = []
     for parity in (0, 1):
         if actnorm:
-            layers.append(ActNorm(event_ndims=event_ndims))
+            layers.append(ActNorm(event_ndims=event_ndims, param_dtype=dtype))
         layers.append(
             SplitCoupling(
                 event_ndims=event_ndims,
                 parity=parity,
-                conditioner=MLP(tuple(hidden)),
+                conditioner=MLP(tuple(hidden), param_dtype=dtype),
                 scale_map=scale_map,
             )
         )
@@ -47,21 +49,23 @@ def _image_level(
     actnorm: bool,
     n_checkerboard: int,
     n_channel: int,
+    dtype: str,
 ) -> Bijector:
     """One scale: checkerboard couplings, squeeze, channel couplings, factor out the rest."""
 
+    def net():
+        return ConvNet(hidden, param_dtype=dtype)
+
     def checkerboard(parity):
         return MaskedCoupling(
-            mask="checkerboard", parity=parity, conditioner=ConvNet(hidden), scale_map=scale_map
+            mask="checkerboard", parity=parity, conditioner=net(), scale_map=scale_map
         )
 
     def channel(parity):
-        return SplitCoupling(
-            event_ndims=3, parity=parity, conditioner=ConvNet(hidden), scale_map=scale_map
-        )
+        return SplitCoupling(event_ndims=3, parity=parity, conditioner=net(), scale_map=scale_map)
 
     def norm():
-        return [ActNorm(event_ndims=3)] if actnorm else []
+        return [ActNorm(event_ndims=3, param_dtype=dtype)] if actnorm else []
 
     if level == n_levels - 1:
         layers: list[Bijector] = []
@@ -75,7 +79,7 @@ def _image_level(
     for i in range(n_channel):
         layers += [*norm(), channel(i % 2)]
     inner = _image_level(
-        level + 1, n_levels, hidden, scale_map, actnorm, n_checkerboard, n_channel
+        level + 1, n_levels, hidden, scale_map, actnorm, n_checkerboard, n_channel, dtype
     )
     layers += [FactorOut(inner), Inverse(Squeeze())]
     return Chain(layers)
@@ -96,6 +100,7 @@ def realnvp(
     preprocessing: Sequence[Bijector] = (),
     base: str = "standard",
     training: bool = True,
+    dtype: str = "float32",
 ) -> Flow:
     """A RealNVP flow.
 
@@ -125,18 +130,26 @@ def realnvp(
         base: ``"standard"`` normal or learned ``"diagonal"`` Gaussian.
         training: training or evaluation mode; accepted for a uniform factory signature
             (coupling flows have no mode-dependent estimators, so it is unused).
+        dtype: ``"float32"`` (default) or ``"float64"`` (needs ``JAX_ENABLE_X64=1``): the
+            dtype of every parameter, base draw and computation (see :class:`Flow`).
 
     Returns:
         A :class:`~jflows.models.Flow`.
+
+    Raises:
+        ConfigError: for one-dimensional vectors (the couplings need two halves; use
+            :func:`~jflows.models.resflow` or :func:`~jflows.models.iresnet`).
 
     Example:
         >>> flow = realnvp((2,), preprocessing=vector_preprocessing(mean, std))
     """
     kind = event_kind(event_shape)
+    dtype = model_dtype(dtype, "realnvp")
     if kind == "vector":
+        require_two_dims("realnvp", event_shape)
         if n_couplings < 2 or n_couplings % 2:
             raise ConfigError(f"n_couplings must be a positive even number, got {n_couplings}")
-        make = functools.partial(_coupling_pair, 1, tuple(hidden), scale_map, actnorm)
+        make = functools.partial(_coupling_pair, 1, tuple(hidden), scale_map, actnorm, dtype)
         layers: list[Bijector] = [Stack(make, length=n_couplings // 2, unroll=unroll)]
     else:
         h, w, _ = event_shape
@@ -146,6 +159,8 @@ def realnvp(
                 f"n_levels={n_levels} needs H and W divisible by {div}, got {h}x{w}"
             )
         layers = [
-            _image_level(0, n_levels, conv_hidden, scale_map, actnorm, n_checkerboard, n_channel)
+            _image_level(
+                0, n_levels, conv_hidden, scale_map, actnorm, n_checkerboard, n_channel, dtype
+            )
         ]
-    return assemble_flow(event_shape, layers, preprocessing, base)
+    return assemble_flow(event_shape, layers, preprocessing, base, dtype)

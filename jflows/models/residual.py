@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from jflows.bijectors import Bijector
-from jflows.models.common import event_kind
+from jflows.models.common import event_kind, model_dtype
 from jflows.models.flow import Flow
 from jflows.models.residual_builder import residual_flow
 
@@ -35,6 +35,7 @@ def resflow(
     preprocessing: Sequence[Bijector] = (),
     base: str = "standard",
     training: bool = True,
+    dtype: str = "float32",
 ) -> Flow:
     """A Residual Flow (Chen et al., 2019): LipSwish residual blocks with an unbiased log-det.
 
@@ -81,6 +82,8 @@ def resflow(
             ``image_preprocessing``).
         base: ``"standard"`` or ``"diagonal"``.
         training: build the training (True) or evaluation (False) estimator settings.
+        dtype: ``"float32"`` (default) or ``"float64"`` (needs ``JAX_ENABLE_X64=1``): the
+            dtype of every parameter, power-iteration vector, base draw and computation.
 
     Returns:
         A :class:`~jflows.models.Flow`.
@@ -114,6 +117,7 @@ def resflow(
         preprocessing=preprocessing,
         base=base,
         training=training,
+        dtype=model_dtype(dtype, "resflow"),
     )
 
 
@@ -139,6 +143,7 @@ def iresnet(
     preprocessing: Sequence[Bijector] = (),
     base: str = "diagonal",
     training: bool = True,
+    dtype: str = "float32",
 ) -> Flow:
     """An invertible ResNet (Behrmann et al., 2019): ELU residual blocks, truncated log-det.
 
@@ -176,6 +181,7 @@ def iresnet(
         preprocessing: bijectors applied first.
         base: ``"diagonal"`` (learned, i-ResNet's default) or ``"standard"``.
         training: training (True) or evaluation (False) estimator settings.
+        dtype: ``"float32"`` (default) or ``"float64"`` (as in :func:`resflow`).
 
     Returns:
         A :class:`~jflows.models.Flow`.
@@ -205,4 +211,5 @@ def iresnet(
         preprocessing=preprocessing,
         base=base,
         training=training,
+        dtype=model_dtype(dtype, "iresnet"),
     )

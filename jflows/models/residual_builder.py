@@ -52,9 +52,12 @@ def estimator_settings(
 def _vector_blocks(d, n_blocks, hidden, branch_kw, block_kw, actnorm, settings):
     def block():
         res = ResidualBlock(LipschitzMLP(tuple(hidden), **branch_kw), **block_kw, **settings(d))
-        return Chain([res, ActNorm(event_ndims=1)]) if actnorm else res
+        return Chain([res, norm()]) if actnorm else res
 
-    layers: list[Bijector] = [ActNorm(event_ndims=1)] if actnorm else []
+    def norm():
+        return ActNorm(event_ndims=1, param_dtype=branch_kw["param_dtype"])
+
+    layers: list[Bijector] = [norm()] if actnorm else []
     if n_blocks:
         layers.append(Stack(block, length=n_blocks))
     return layers
@@ -65,7 +68,8 @@ def _image_blocks(shape, n_blocks, hidden, branch_kw, block_kw, actnorm, setting
 
     def block():
         res = ResidualBlock(LipschitzCNN(hidden, **branch_kw), **block_kw, **settings(dims))
-        return Chain([res, ActNorm(event_ndims=3)]) if actnorm else res
+        norm = ActNorm(event_ndims=3, param_dtype=branch_kw["param_dtype"])
+        return Chain([res, norm]) if actnorm else res
 
     return Stack(block, length=n_blocks, unroll=unroll)
 
@@ -95,6 +99,7 @@ def residual_flow(
     preprocessing,
     base,
     training,
+    dtype="float32",
 ) -> Flow:
     """Builds the residual flow described in the module docstring (factories pass all settings)."""
     check_coeff(coeff)
@@ -114,6 +119,7 @@ def residual_flow(
         activation=activation,
         power_iterations=power_iterations if training else EVAL_POWER_ITERATIONS,
         last_init_scale=last_init_scale,
+        param_dtype=dtype,
     )
     block_kw = dict(inverse_max_iter=inverse_max_iter, remat_surrogate=remat_surrogate)
     if kind == "vector":
@@ -122,7 +128,7 @@ def residual_flow(
         layers = _vector_blocks(
             shape[0], n_blocks, hidden, branch_kw, block_kw, actnorm, settings
         )
-        return assemble_flow(shape, layers, preprocessing, base)
+        return assemble_flow(shape, layers, preprocessing, base, dtype)
 
     h, w, _ = shape
     if n_scales < 1 or h % 2 ** (n_scales - 1) or w % 2 ** (n_scales - 1):
@@ -156,5 +162,5 @@ def residual_flow(
         layers.append(Inverse(Squeeze()))
         return layers
 
-    layers = ([ActNorm(event_ndims=3)] if actnorm else []) + scale(0, shape)
-    return assemble_flow(shape, layers, preprocessing, base)
+    layers = ([ActNorm(event_ndims=3, param_dtype=dtype)] if actnorm else []) + scale(0, shape)
+    return assemble_flow(shape, layers, preprocessing, base, dtype)
