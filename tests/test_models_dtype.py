@@ -125,3 +125,15 @@ def test_stack_carry_keeps_its_dtype_with_wider_parameters():
     xr = stack.apply(variables, z, method="inverse")
     assert xr.dtype == jnp.float32
     np.testing.assert_allclose(xr, x, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(X64, reason="checks the float32-only session")
+def test_cli_refuses_float64_without_x64_before_writing(tmp_path, capsys):
+    from jflows.cli import main
+
+    out = tmp_path / "run"
+    code = main(["train", "--model", "realnvp", "--data", "moons", "--out", str(out),
+                 "--steps", "2", "--quiet", "--opt", "dtype=float64"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert "JAX_ENABLE_X64=1" in err and not out.exists()
