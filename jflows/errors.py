@@ -31,3 +31,19 @@ class DataError(JflowsError, ValueError):
 
 class CheckpointError(JflowsError, RuntimeError):
     """A run directory or checkpoint that cannot be read or does not match the request."""
+
+
+class RunLockedError(CheckpointError):
+    """Another process holds the lock of a run directory (it is training there)."""
+
+
+class TrainingDivergedError(JflowsError, RuntimeError):
+    """Training ended with non-finite figures or mostly skipped (non-finite) steps.
+
+    Raised by :func:`jflows.training.fit` after the run's files are written; ``jflows train``
+    prints its message and exits with code 3. ``record`` holds the run's final figures.
+    """
+
+    def __init__(self, message: str, record: dict | None = None):
+        super().__init__(message)
+        self.record = record or {}

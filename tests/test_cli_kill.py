@@ -67,3 +67,31 @@ def test_console_errors_exit_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "'nosuch'" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_second_train_is_refused_and_a_killed_holder_does_not_block(tmp_path):
+    out = tmp_path / "run"
+    env = environment(tmp_path)
+    first = subprocess.Popen(command(out), env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not finished_checkpoints(out) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert first.poll() is None, "the first run ended before the second could start"
+    config_before = (out / "config.json").read_bytes()
+    second = subprocess.run(command(out), env=env, capture_output=True, text=True, timeout=120)
+    assert first.poll() is None, "the first run ended before the second was refused"
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 2, second.stderr
+    assert len(lines) == 1 and "Traceback" not in second.stderr
+    assert str(out) in lines[0] and f"process {first.pid}" in lines[0]
+    assert (out / "config.json").read_bytes() == config_before
+
+    os.kill(first.pid, signal.SIGKILL)  # the kernel drops its flock; .lock stays behind
+    first.communicate()
+    assert (out / ".lock").exists()
+    rerun = subprocess.run(command(out), env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming from step" in rerun.stderr and "Traceback" not in rerun.stderr
+    assert json.loads((out / "metrics.json").read_text())["steps"] == STEPS

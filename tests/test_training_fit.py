@@ -25,7 +25,8 @@ def toy():
 
 def run(model, ds, out_dir, steps, **kw):
     settings = dict(batch_size=64, learning_rate=3e-3, seed=3, eval_every=15,
-                    checkpoint_every=10, eval_batch_size=128, progress=False)
+                    checkpoint_every=10, eval_batch_size=128, progress=False,
+                    val_fraction=0.0)  # the last state (validation: test_training_validation)
     settings.update(kw)
     return fit(model, model, ds, steps=steps, out_dir=out_dir, **settings)
 

@@ -8,7 +8,9 @@ Examples:
 
 Bad input (an unknown model or data name, an invalid ``.npy`` file, a directory that is not a
 run, ...) prints one line naming the problem and the fix on stderr and exits with code 2;
-everything is validated before a run directory is touched.
+everything is validated before a run directory is touched. A training that diverged (its
+figures are not finite, or most steps of its last evaluation window were skipped as non-finite)
+prints one line and exits with code 3, after writing the run's files.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ import sys
 
 from jflows.cli.arguments import DEFAULTS, build_parser, parse_options
 from jflows.cli.commands import cmd_eval, cmd_sample, cmd_train
-from jflows.errors import JflowsError
+from jflows.errors import JflowsError, TrainingDivergedError
+
+DIVERGED_EXIT = 3
+"""Exit code of a ``jflows train`` whose run diverged (non-finite figures or mostly skipped
+steps); its files are written, with ``"diverged": true`` in ``metrics.json``."""
 
 __all__ = ["DEFAULTS", "main", "parse_options"]
 
@@ -58,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return COMMANDS[args.command](args)
+    except TrainingDivergedError as err:
+        print(f"jflows {args.command}: error: {err}", file=sys.stderr)
+        return DIVERGED_EXIT
     except JflowsError as err:
         print(f"jflows {args.command}: error: {err}", file=sys.stderr)
         return 2

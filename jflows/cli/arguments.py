@@ -13,31 +13,13 @@ import os
 from typing import Any
 
 from jflows.errors import ConfigError
-
-DEFAULTS = {
-    "vector": dict(
-        steps=5000, batch_size=500, lr=2e-3, eval_every=1000, checkpoint_every=1000,
-        eval_batch_size=1000,
-    ),
-    "image": dict(
-        steps=2000, batch_size=64, lr=1e-3, eval_every=500, checkpoint_every=500,
-        eval_batch_size=256,
-    ),
-}
-"""Training defaults per data kind, sized to finish in a few minutes on a 2-core CPU."""
-
-MODEL_DEFAULTS = {
-    ("glow", "image"): dict(steps=1000, lr=2e-3),
-}
-"""Overrides of :data:`DEFAULTS` per (model, kind). Glow on digits trains markedly better in its
-1000 steps at lr 2e-3 than at 1e-3 (compare ``jflows train --model glow --data digits --out A``
-with the same command plus ``--lr 1e-3``)."""
-
-SAMPLE_TEMPERATURE = {"glow": 0.7}
-"""Temperature of the pictures a run draws, per model (Glow's samples look best at 0.7)."""
-
-N_TRAIN, N_TEST = 100_000, 5_000
-"""Sizes of the training pool and test set drawn from a toy density."""
+from jflows.training.defaults import (  # noqa: F401 - the CLI's defaults live in training
+    DEFAULTS,
+    MODEL_DEFAULTS,
+    N_TEST,
+    N_TRAIN,
+    SAMPLE_TEMPERATURE,
+)
 
 IDENTITY = (
     "model", "data", "options", "levels", "n_bits", "logit_alpha", "seed", "batch_size", "lr",
@@ -96,9 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--num-processes", type=int, help="number of processes (hosts)")
     train.add_argument("--process-id", type=int, help="this process's index, 0 .. n-1")
+    _add_optimizer_arguments(train)
     evaluate = sub.add_parser("eval", help="NLL of a trained run on some data")
     evaluate.add_argument("--run", required=True, help="run directory")
-    evaluate.add_argument("--data", required=True, help="built-in data name or a .npy path")
+    evaluate.add_argument(
+        "--data", required=True,
+        help="built-in data name (scores its test split, as training did) or a .npy path "
+        "(scores every row of the file, also when it is the run's own training file)",
+    )
+    _add_eval_options(evaluate)
     sample = sub.add_parser("sample", help="draw samples from a trained run")
     sample.add_argument("--run", required=True, help="run directory")
     sample.add_argument("--n", type=int, required=True, help="number of samples")
@@ -107,7 +95,56 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--temperature", type=float, help="scale of the base's std (default: the run's)"
     )
+    _add_eval_options(sample)
     return parser
+
+
+EXIT_CODES = (
+    "exit codes: 0 done; 2 bad input (one line on stderr, nothing written); 3 training "
+    "diverged (non-finite figures, or more than half of the steps since the previous "
+    "evaluation skipped as non-finite; the run's files are written, metrics.json says "
+    "\"diverged\": true); 130 interrupted (rerun the same command to resume)"
+)
+"""The exit codes of ``jflows train`` (its ``--help`` epilog)."""
+
+
+def _add_optimizer_arguments(train: argparse.ArgumentParser) -> None:
+    """Flags of the optimizer, the validation split and early stopping (``jflows train``)."""
+    train.epilog = EXIT_CODES
+    train.add_argument(
+        "--schedule", choices=("cosine", "constant"),
+        help="learning-rate schedule after the warm-up (default cosine decay to 1%% of --lr)",
+    )
+    train.add_argument(
+        "--warmup-steps", type=int, help="linear warm-up of the learning rate (default 0)"
+    )
+    train.add_argument(
+        "--grad-clip", type=float, help="clip gradients to this global norm (default: none)"
+    )
+    train.add_argument(
+        "--weight-decay", type=float,
+        help="AdamW's decoupled weight decay (default 1e-4 for vector data with fewer than "
+        "10000 training rows, else 0: plain Adam)",
+    )
+    train.add_argument(
+        "--val-fraction", type=float,
+        help="fraction of the training rows held out for validation, best-state selection "
+        "and early stopping (default 0.1 below 10000 training rows, else 0)",
+    )
+    train.add_argument(
+        "--patience", type=int,
+        help="evaluations without a better validation NLL before stopping (default 10 with a "
+        "validation split; 0 never stops early)",
+    )
+
+
+def _add_eval_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--opt", action="append", metavar="KEY=VALUE",
+        help="evaluation-time model option for this command only: inverse_max_iter, "
+        "inverse_atol, inverse_rtol, on_nonconvergence (the fixed-point inverse of residual "
+        "flows)",
+    )
 
 
 def _data_id(spec: str) -> str:

@@ -11,12 +11,14 @@ from jflows.training.fit import fit
 from jflows.training.metrics import evaluate_nll
 from jflows.training.optim import make_optimizer
 from jflows.training.runs import build_model, load_run, read_config
+from jflows.training.setup import TrainedRun, make_run_config, train_run
 from jflows.training.state import TrainState, create_train_state
 from jflows.training.step import make_eval_step, make_lipschitz_refresh, make_train_step
 
 __all__ = [
     "Checkpointer",
     "TrainState",
+    "TrainedRun",
     "build_model",
     "create_train_state",
     "evaluate_nll",
@@ -25,6 +27,8 @@ __all__ = [
     "make_eval_step",
     "make_lipschitz_refresh",
     "make_optimizer",
+    "make_run_config",
     "make_train_step",
     "read_config",
+    "train_run",
 ]

@@ -85,11 +85,50 @@ def summarize_nll(nll: np.ndarray, dims: int, is_image: bool) -> dict[str, float
     return out
 
 
+def strict_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` made strict JSON: non-finite floats become None, flagged by ``"finite"``.
+
+    Python's ``json`` writes ``NaN`` and ``Infinity``, which are not JSON. Every jflows file
+    instead holds ``null`` for such a value, and the record gets ``"finite": false`` plus
+    ``"nonfinite_keys"`` naming the affected keys (dotted paths for nested values).
+
+    Example:
+        >>> strict_record({"test_nll": float("nan"), "step": 3})
+        {'test_nll': None, 'step': 3, 'finite': False, 'nonfinite_keys': ['test_nll']}
+    """
+    bad: list[str] = []
+
+    def clean(value, where):
+        if isinstance(value, float | np.floating) and not math.isfinite(float(value)):
+            bad.append(where)
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, np.generic):
+            return value.item()
+        return value
+
+    out = clean(dict(record), "")
+    if bad:
+        out["finite"] = False
+        out["nonfinite_keys"] = bad
+    return out
+
+
+def _dumps(record: dict[str, Any], **kw) -> str:
+    return json.dumps(strict_record(record), allow_nan=False, sort_keys=True, **kw)
+
+
 def write_json(path: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Writes ``record`` to ``path`` atomically (a temporary file, then a rename)."""
+    """Writes ``record`` to ``path`` atomically (a temporary file, then a rename), strictly.
+
+    Non-finite numbers are written as ``null`` (see :func:`strict_record`).
+    """
     tmp = f"{os.fspath(path)}.tmp"
     with open(tmp, "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
+        f.write(_dumps(record, indent=2))
         f.write("\n")
     os.replace(tmp, path)
 
@@ -101,16 +140,16 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Appends ``record`` as one JSON line."""
+    """Appends ``record`` as one strict JSON line (see :func:`strict_record`)."""
     with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.write(_dumps(record) + "\n")
 
 
 def write_jsonl(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:
     """Replaces the file's content by ``records``, one JSON line each (atomically)."""
     tmp = f"{os.fspath(path)}.tmp"
     with open(tmp, "w") as f:
-        f.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
+        f.writelines(_dumps(record) + "\n" for record in records)
     os.replace(tmp, path)
 
 

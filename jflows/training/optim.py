@@ -1,6 +1,8 @@
-"""The default optimiser: Adam with an optional learning-rate schedule and gradient clipping."""
+"""The default optimiser: Adam (or AdamW) with an optional learning-rate schedule and clipping."""
 
 from __future__ import annotations
+
+import math
 
 import optax
 
@@ -16,19 +18,23 @@ def make_optimizer(
     schedule: str = "constant",
     warmup_steps: int = 0,
     grad_clip: float | None = None,
+    weight_decay: float = 0.0,
 ) -> optax.GradientTransformation:
-    """Adam with learning rate ``learning_rate``, optionally scheduled and clipped.
+    """Adam with learning rate ``learning_rate``, optionally scheduled, clipped and decayed.
 
     ``schedule="cosine"`` warms up linearly over ``warmup_steps`` and then decays the rate
-    along a cosine to 1% of its peak at step ``steps``. ``grad_clip`` prepends
-    ``optax.clip_by_global_norm(grad_clip)``.
+    along a cosine to 1% of its peak at step ``steps``; ``"constant"`` keeps the peak after
+    the same warm-up. ``grad_clip`` prepends
+    ``optax.clip_by_global_norm(grad_clip)``. ``weight_decay > 0`` uses AdamW (decoupled
+    decay ``theta <- theta - rate * (adam_update + weight_decay * theta)``, Loshchilov & Hutter).
 
     Args:
         learning_rate: peak learning rate, positive.
         steps: total number of training steps (needed by ``"cosine"``).
         schedule: ``"constant"`` or ``"cosine"``.
-        warmup_steps: linear warm-up length of the cosine schedule.
+        warmup_steps: length of the linear warm-up from 0 to the peak rate.
         grad_clip: maximum global gradient norm, or None for no clipping.
+        weight_decay: AdamW's decoupled weight decay (0: plain Adam).
 
     Returns:
         An optax transformation.
@@ -36,10 +42,28 @@ def make_optimizer(
     Example:
         >>> optimizer = make_optimizer(2e-3, steps=3000, schedule="cosine", grad_clip=10.0)
     """
-    if not learning_rate > 0:
-        raise ConfigError(f"the learning rate must be positive, got {learning_rate!r}")
+    if not (isinstance(learning_rate, int | float) and math.isfinite(learning_rate)) or (
+        learning_rate <= 0
+    ):
+        raise ConfigError(
+            f"the learning rate must be a finite positive number, got {learning_rate!r}; pass "
+            f"e.g. --lr 1e-3"
+        )
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ConfigError(
+            f"weight_decay must be a finite number >= 0, got {weight_decay!r}; pass e.g. "
+            f"--weight-decay 1e-4 (0 for plain Adam)"
+        )
+    if not (isinstance(warmup_steps, int) and warmup_steps >= 0):
+        raise ConfigError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
     if schedule == "constant":
         rate = learning_rate
+        if warmup_steps > 0:
+            rate = optax.join_schedules(
+                [optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                 optax.constant_schedule(learning_rate)],
+                [warmup_steps],
+            )
     elif schedule == "cosine":
         if steps is None or steps < 1:
             raise ConfigError(f"the cosine schedule needs steps >= 1, got {steps!r}")
@@ -53,9 +77,12 @@ def make_optimizer(
         )
     else:
         raise ConfigError(f"unknown learning-rate schedule {schedule!r}; choose one of {SCHEDULES}")
-    adam = optax.adam(rate)
+    adam = optax.adamw(rate, weight_decay=weight_decay) if weight_decay > 0 else optax.adam(rate)
     if grad_clip is None:
         return adam
-    if not grad_clip > 0:
-        raise ConfigError(f"grad_clip must be positive, got {grad_clip!r}")
+    if not (math.isfinite(grad_clip) and grad_clip > 0):
+        raise ConfigError(
+            f"grad_clip must be a finite positive number, got {grad_clip!r}; pass e.g. "
+            f"--grad-clip 10 (or leave it out for no clipping)"
+        )
     return optax.chain(optax.clip_by_global_norm(grad_clip), adam)

@@ -22,6 +22,7 @@ from jflows.data import Dataset, load_array, load_dataset, reduce_bits
 from jflows.errors import CheckpointError, ConfigError, DataError
 from jflows.models import MODELS, image_preprocessing, vector_preprocessing
 from jflows.training.checkpoints import CHECKPOINT_DIR, Checkpointer
+from jflows.training.lock import LOCK_FILE
 from jflows.training.metrics import read_json
 from jflows.training.optim import make_optimizer
 from jflows.training.state import TrainState, create_train_state
@@ -104,14 +105,43 @@ def build_model(config: dict[str, Any], *, training: bool = True) -> nn.Module:
 
 
 def build_optimizer(config: dict[str, Any]):
-    """The optimizer of a run config (Adam, cosine schedule, optional clipping)."""
+    """The optimizer of a run config (Adam or AdamW, a schedule, optional clipping)."""
     return make_optimizer(
         config["lr"],
         steps=config["steps"],
-        schedule=config.get("schedule", "cosine"),
-        warmup_steps=config.get("warmup_steps", 0),
+        schedule=config.get("schedule") or "cosine",
+        warmup_steps=config.get("warmup_steps") or 0,
         grad_clip=config.get("grad_clip"),
+        weight_decay=config.get("weight_decay") or 0.0,
     )
+
+
+EVAL_OPTIONS = ("inverse_max_iter", "inverse_atol", "inverse_rtol", "on_nonconvergence")
+"""Model options that change how a trained model is evaluated or sampled, not its parameters
+(the fixed-point inverse's cap, tolerances and policy): ``jflows eval`` and ``jflows sample``
+take them through ``--opt`` and override the run's values for that command only."""
+
+
+def with_eval_options(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its model options updated by ``overrides`` (evaluation-time only).
+
+    Raises:
+        ConfigError: an option outside :data:`EVAL_OPTIONS` (it would change the architecture
+            or the parameters of the trained model), or one the model does not take.
+
+    Example:
+        >>> config = with_eval_options(read_config("runs/rf"), {"inverse_max_iter": 2000})
+    """
+    for key in overrides:
+        if key not in EVAL_OPTIONS:
+            raise ConfigError(
+                f"--opt {key}=... would change the architecture or the parameters of the trained "
+                f"run, so eval and sample do not take it; they take only the evaluation-time "
+                f"options {', '.join(EVAL_OPTIONS)} (train a new run to change {key!r})"
+            )
+    options = {**config["options"], **overrides}
+    check_options(config["model"], options)
+    return {**config, "options": options}
 
 
 def abstract_state(model: nn.Module, optimizer, config: dict[str, Any]) -> TrainState:
@@ -174,17 +204,31 @@ class LoadedRun:
     state: TrainState
 
 
-def load_run(run_dir: str | os.PathLike) -> LoadedRun:
-    """Rebuilds a run's models from ``config.json`` and restores its latest checkpoint.
+def load_run(
+    run_dir: str | os.PathLike, overrides: dict[str, Any] | None = None
+) -> LoadedRun:
+    """Rebuilds a run's models from ``config.json`` and restores its best state.
+
+    The best state (lowest validation NLL, see :func:`jflows.training.fit`) of the newest
+    checkpoint that loads; the last state for runs without a validation split. A damaged
+    newest checkpoint is skipped with a warning.
+
+    Args:
+        run_dir: the run directory.
+        overrides: evaluation-time model options (:data:`EVAL_OPTIONS`), e.g. a larger
+            ``inverse_max_iter``; they do not touch the run's files.
 
     Raises:
         CheckpointError: ``run_dir`` is not a run or holds no readable checkpoint.
+        ConfigError: an override that is not an evaluation-time option.
 
     Example:
         >>> run = load_run("runs/8g")
         >>> run.eval_model.apply(run.state.variables(), x, method="log_prob")
     """
     config = read_config(run_dir)
+    if overrides:
+        config = with_eval_options(config, overrides)
     model = build_model(config, training=True)
     eval_model = build_model(config, training=False)
     target = abstract_state(model, build_optimizer(config), config)
@@ -195,7 +239,7 @@ def load_run(run_dir: str | os.PathLike) -> LoadedRun:
             f"its first checkpoint (see --checkpoint-every)"
         )
     with Checkpointer(ckpt_dir, read_only=True) as checkpointer:
-        state, _ = checkpointer.restore(target)
+        state, _ = checkpointer.restore_best(target)
     return LoadedRun(config, model, eval_model, state)
 
 
@@ -214,7 +258,14 @@ def existing_config(out_dir: str | os.PathLike) -> dict[str, Any] | None:
         )
     if os.path.isfile(os.path.join(out_dir, CONFIG_FILE)):
         return read_config(out_dir)
-    if os.listdir(out_dir):
+    content = set(os.listdir(out_dir)) - {LOCK_FILE}
+    if CHECKPOINT_DIR in content:
+        raise CheckpointError(
+            f"--out {os.fspath(out_dir)!r} holds checkpoints but no {CONFIG_FILE} (was it "
+            f"written by jflows.training.fit without config=?); train it from Python with "
+            f"jflows.training.train_run, or pass a new or empty directory"
+        )
+    if content:
         raise CheckpointError(
             f"--out {os.fspath(out_dir)!r} is a non-empty directory without {CONFIG_FILE}, so "
             f"not a jflows run; pass a new or empty directory (nothing was written)"
@@ -242,6 +293,10 @@ def reduce_dataset_bits(dataset: Dataset, n_bits: int | None) -> Dataset:
 
 def data_for_run(spec: str, config: dict[str, Any], run_dir: str | os.PathLike) -> np.ndarray:
     """The rows ``jflows eval`` scores: all of a ``.npy`` file, or a built-in set's test split.
+
+    A ``.npy`` file is the user's choice of rows, so every row is scored, also when it is the
+    run's own training file (then its training, validation and test rows together; the run's
+    test figure is in ``metrics.json``).
 
     Built-in sets are loaded with the run's seed and sizes, so the run's own data name gives
     exactly the test set that ``fit`` evaluated. The rows must match the run's kind and event
