@@ -40,6 +40,7 @@ def arrays(tmp_path_factory):
         "nan.npy": np.where(np.arange(20).reshape(10, 2) == 7, np.nan, 1.0),
         "bright.npy": np.full((10, 4, 4, 1), 200, np.uint8),
         "vec3.npy": rng.normal(size=(10, 3)).astype(np.float32),
+        "vec1.npy": rng.normal(size=(10, 1)).astype(np.float32),
     }
     for name, x in items.items():
         np.save(d / name, x)
@@ -132,3 +133,93 @@ def test_parse_options():
     assert parse_options(["hidden=(64, 64)", "scale_map=tanh", "actnorm=True"]) == {
         "hidden": (64, 64), "scale_map": "tanh", "actnorm": True,
     }
+
+
+def one_line(capsys, args, *needles):
+    err = fails(capsys, args, *needles)
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--seed", "-1"], ["--seed", "-1"]),
+        (["--seed", str(2**32)], ["--seed", str(2**32)]),
+        (["--temperature", "nan"], ["--temperature", "nan"]),
+        (["--temperature", "-0.5"], ["--temperature", "-0.5"]),
+        (["--temperature", "inf"], ["--temperature", "inf"]),
+        (["--steps", "0"], ["--steps", "0"]),
+        (["--steps", "2.5"], ["--steps", "2.5"]),
+        (["--batch-size", "-3"], ["--batch-size", "-3"]),
+        (["--eval-every", "0"], ["--eval-every"]),
+        (["--checkpoint-every", "-1"], ["--checkpoint-every"]),
+        (["--levels", "0"], ["--levels"]),
+        (["--n-bits", "0"], ["--n-bits"]),
+        (["--devices", "0"], ["--devices"]),
+    ],
+)
+def test_bad_numbers_one_line_exit_2_nothing_written(capsys, tmp_path, extra, needles):
+    out = tmp_path / "run"
+    one_line(capsys, train(out, *TINY, *extra), *needles)
+    assert not out.exists()
+
+
+def test_random_bytes_are_not_a_valid_npy(capsys, tmp_path):
+    rng = np.random.default_rng(1)
+    junk = tmp_path / "junk.npy"
+    junk.write_bytes(rng.bytes(1000))
+    bad_header = tmp_path / "header.npy"
+    bad_header.write_bytes(b"\x93NUMPY" + rng.bytes(1000))
+    for path in (junk, bad_header):
+        err = one_line(capsys, train(tmp_path / "run", data=str(path)), str(path),
+                       "not a valid .npy", "numpy.save")
+        assert "allow_pickle" not in err and "pickle.load" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_sample_bad_numbers(capsys, run_dir, tmp_path):
+    before = snapshot(run_dir)
+    out = tmp_path / "s.npy"
+    base = ["sample", "--run", str(run_dir), "--n", "5", "--out", str(out)]
+    one_line(capsys, [*base, "--seed", "-1"], "--seed")
+    one_line(capsys, [*base, "--temperature", "nan"], "--temperature")
+    one_line(capsys, [*base, "--temperature", "-1"], "--temperature")
+    one_line(capsys, [*base[:4], "-2", *base[5:]], "--n")
+    assert not out.exists() and snapshot(run_dir) == before
+
+
+def test_version_and_help_list_models_data_and_defaults(capsys):
+    import jflows
+    from jflows.cli import DEFAULTS
+    from jflows.data import BUILTIN_DATA
+    from jflows.models import MODELS
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"jflows {jflows.__version__}"
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name in [*MODELS, *BUILTIN_DATA]:
+        assert name in text, name
+    for kind in ("vector", "image"):
+        for key in ("steps", "batch_size", "lr", "eval_every", "checkpoint_every"):
+            flag = f"--{key.replace('_', '-')}"
+            assert f"{flag} {DEFAULTS[kind][key]}" in text, (flag, kind)
+
+
+@pytest.mark.parametrize("model", ["realnvp", "nice", "glow"])
+def test_one_dimensional_data_refused_before_any_write(capsys, tmp_path, arrays, model):
+    out = tmp_path / "run"
+    one_line(capsys, train(out, model=model, data=str(arrays / "vec1.npy")), model, "(1,)")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".npy"])
+def test_sample_refuses_nonfinite_samples(capsys, run_dir, tmp_path, monkeypatch, suffix):
+    from jflows.cli import commands
+
+    monkeypatch.setattr(commands, "draw_samples", lambda *a, **k: np.full((5, 2), np.nan))
+    out = tmp_path / f"s{suffix}"
+    one_line(capsys, ["sample", "--run", str(run_dir), "--n", "5", "--out", str(out)],
+             "5 of 5 samples", "not finite")
+    assert not out.exists()

@@ -1,10 +1,11 @@
-"""The ``jflows`` command: ``train``, ``eval`` and ``sample``.
+"""The ``jflows`` command: ``train``, ``eval``, ``sample`` and ``plot``.
 
 Examples:
     jflows train --model realnvp --data 8gaussians --out runs/8g
     jflows train --model realnvp --data digits --out runs/digits --opt conv_hidden=32
     jflows eval --run runs/8g --data points.npy
     jflows sample --run runs/digits --n 64 --out digits.png
+    jflows plot --run runs/8g --run runs/digits --out curves.png
 
 Bad input (an unknown model or data name, an invalid ``.npy`` file, a directory that is not a
 run, ...) prints one line naming the problem and the fix on stderr and exits with code 2;
@@ -18,8 +19,10 @@ from __future__ import annotations
 import logging
 import sys
 
+from tqdm import tqdm
+
 from jflows.cli.arguments import DEFAULTS, build_parser, parse_options
-from jflows.cli.commands import cmd_eval, cmd_sample, cmd_train
+from jflows.cli.commands import cmd_eval, cmd_plot, cmd_sample, cmd_train
 from jflows.errors import JflowsError, TrainingDivergedError
 
 DIVERGED_EXIT = 3
@@ -30,7 +33,11 @@ __all__ = ["DEFAULTS", "main", "parse_options"]
 
 
 class _StderrHandler(logging.StreamHandler):
-    """A handler writing to whatever ``sys.stderr`` is at the time of each message."""
+    """A handler writing to whatever ``sys.stderr`` is at the time of each message.
+
+    Messages go through ``tqdm.write``, which clears an active progress bar, prints the line
+    and redraws the bar below it, so log lines never break the bar.
+    """
 
     @property
     def stream(self):
@@ -39,6 +46,12 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, _value):
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise (as StreamHandler.emit)
+            self.handleError(record)
 
 
 def _log_to_stderr() -> None:
@@ -52,7 +65,7 @@ def _log_to_stderr() -> None:
     logger.propagate = False
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "plot": cmd_plot}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,26 +7,36 @@ Each validates everything it can before it writes anything, and raises
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
 import jax
 import numpy as np
 
 from jflows.cli.arguments import parse_options
-from jflows.errors import ConfigError
+from jflows.errors import ConfigError, DataError, JflowsError, TrainingDivergedError
 from jflows.training import evaluate_nll, load_run, make_eval_step
+from jflows.training.curves import (
+    CURVES_FILE,
+    PLOT_FORMATS,
+    read_run_curves,
+    save_training_curves,
+)
 from jflows.training.fit import METRICS_FILE
 from jflows.training.lock import run_lock
 from jflows.training.metrics import read_json, summarize_nll, write_json
 from jflows.training.parallel import initialize_distributed, to_host
 from jflows.training.pictures import (
     draw_samples,
+    run_caption,
     save_run_pictures,
     save_samples_picture,
     to_levels,
 )
 from jflows.training.runs import check_model, data_for_run, read_config
 from jflows.training.setup import prepare_run, run_fit
+
+logger = logging.getLogger(__name__)
 
 
 def _join_processes(args) -> None:
@@ -68,19 +78,35 @@ def cmd_train(args) -> int:
     primary = jax.process_index() == 0
     config, dataset, model, eval_model, optimizer = prepare_run(_train_settings(args), args.out)
     with run_lock(args.out) if primary else contextlib.nullcontext():
-        state, _ = run_fit(
-            config, dataset, model, eval_model, optimizer, args.out,
-            progress=not args.quiet and primary, devices=args.devices,
-        )
+        try:
+            state, _ = run_fit(
+                config, dataset, model, eval_model, optimizer, args.out,
+                progress=not args.quiet and primary, devices=args.devices,
+            )
+        except TrainingDivergedError:
+            if primary:  # the curves show where it went wrong
+                _draw_curves(args.out)
+            raise
         if not primary:
             return 0
         state = to_host(state)  # pictures are drawn by process 0 alone, on its own device
+        metrics = read_json(os.path.join(args.out, METRICS_FILE))
         save_run_pictures(
             args.out, eval_model, state, dataset, key=jax.random.key(config["seed"] + 1),
             eval_batch_size=config["eval_batch_size"], temperature=config["temperature"],
+            model_name=config["model"], step=int(state.step), record=metrics,
         )
-    print(_summary_line(read_json(os.path.join(args.out, METRICS_FILE)), args.out))
+        _draw_curves(args.out)
+    print(_summary_line(metrics, args.out))
     return 0
+
+
+def _draw_curves(out: str) -> None:
+    """``out/curves.png``; a run without evaluations yet gets none (with a warning)."""
+    try:
+        save_training_curves(out, os.path.join(out, CURVES_FILE))
+    except (JflowsError, OSError, ValueError) as err:
+        logger.warning("curves.png of %s skipped: %s", out, err)
 
 
 def _summary_line(metrics: dict, out: str) -> str:
@@ -151,10 +177,43 @@ def cmd_sample(args) -> int:
     samples = draw_samples(
         run.eval_model, run.state, args.n, jax.random.key(args.seed), temperature=temperature
     )
+    bad = int((~np.isfinite(samples.reshape(len(samples), -1)).all(axis=1)).sum())
+    if bad:
+        raise DataError(
+            f"{bad} of {len(samples)} samples of run {args.run!r} are not finite (its "
+            f"parameters are degenerate: see metrics.json and curves.png); nothing was written, "
+            f"train a new run with a lower --lr"
+        )
     levels = config["levels"] if config["kind"] == "image" else None
     if args.out.endswith(".png"):
-        save_samples_picture(args.out, samples, levels)
+        title = run_caption(config["model"], int(run.state.step), None, temperature)
+        save_samples_picture(args.out, samples, levels, title)
     else:
         np.save(args.out, to_levels(samples, levels) if levels else samples.astype(np.float32))
     print(f"wrote {args.n} samples to {args.out}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    """``jflows plot``: the training curves of one or several runs to one picture.
+
+    One run: ``--out`` defaults to ``RUN/curves.png``. Several runs are overlaid, one colour
+    each, and need ``--out``.
+    """
+    if args.out is None and len(args.run) > 1:
+        raise ConfigError(
+            f"{len(args.run)} runs are drawn into one picture: pass --out FILE.png (the default "
+            f"RUN/curves.png is for one run)"
+        )
+    out = args.out or os.path.join(args.run[0], CURVES_FILE)
+    if not out.endswith(PLOT_FORMATS):
+        raise ConfigError(f"--out must end in {', '.join(PLOT_FORMATS)}, got {out!r}")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise ConfigError(f"the directory of --out {out!r} does not exist; create it first")
+    for run in args.run:  # every run is checked before anything is drawn
+        read_run_curves(run)
+    save_training_curves(args.run, out)
+    n = len(args.run)
+    print(f"wrote the training curves of {n} run{'s' if n > 1 else ''} to {out}")
     return 0
