@@ -4,7 +4,8 @@ A run's curves come from its ``evals.jsonl`` (one record per evaluation: ``step`
 ``test_bits_per_dim`` for images, ``train_loss``, ``nonfinite_steps``, ``wall_time_s``, and
 ``val_nll``/``val_bits_per_dim`` with a validation split) and, when the run has one, from
 ``losses.jsonl`` (``{"step", "train_loss"}`` lines logged between evaluations). The left panel
-shows the training loss (nats per example), the right one the held-out figure against steps:
+shows the training loss (nats per example; bits/dim for image runs whose ``config.json`` gives
+the event shape), the right one the held-out figure against steps:
 bits/dim for images, NLL in nats otherwise, the validation figure dashed and the best step
 (``best_step`` of ``metrics.json`` or of the records) marked. Non-finite figures (``null`` in
 strict JSON, or NaN) leave gaps and are counted in the legend; axes spanning many orders of
@@ -18,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -85,6 +87,7 @@ def read_run_curves(run_dir: str | os.PathLike) -> dict[str, Any]:
     return {
         "label": label, "evals": evals, "losses": losses, "best_step": metrics.get("best_step"),
         "title": f"{label}: {what}" if what else label,
+        "dims": math.prod(config["event_shape"]) if config.get("event_shape") else None,
     }
 
 
@@ -182,11 +185,14 @@ def save_training_curves(
     loss_ax, test_ax = fig.subplots(1, 2)
     image = any("test_bits_per_dim" in r for run in runs for r in run["evals"])
     unit = "bits/dim" if image else "NLL (nats)"
+    loss_in_bits = image and all(run.get("dims") for run in runs)  # both panels in bits/dim
     drawn: dict[Any, list[np.ndarray]] = {loss_ax: [], test_ax: []}
     for i, (run, name) in enumerate(zip(runs, names)):
         color = f"C{i % 10}"
         tag = f"{name}: " if len(runs) > 1 else ""
         steps, loss = _values(run["losses"] or run["evals"], "train_loss")
+        if loss_in_bits:
+            loss = loss / (run["dims"] * math.log(2.0))
         drawn[loss_ax].append(loss)
         skipped = _skipped(run["evals"])
         loss_ax.plot(steps, loss, color=color, marker="." if len(steps) < 30 else None,
@@ -210,7 +216,8 @@ def save_training_curves(
                         None)
         if best is not None:
             test_ax.axvline(best, color=color, ls=":", lw=1, label=f"{tag}best step {best}")
-    for ax, ylabel in ((loss_ax, "train loss (nats)"), (test_ax, f"held-out {unit}")):
+    loss_unit = "bits/dim" if loss_in_bits else "nats"
+    for ax, ylabel in ((loss_ax, f"train loss ({loss_unit})"), (test_ax, f"held-out {unit}")):
         _scale(ax, drawn[ax])
         ax.set_xlim(left=0)
         ax.set_xlabel("step")

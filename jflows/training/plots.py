@@ -38,8 +38,7 @@ def plot_range(data: np.ndarray, margin: float = 0.1, dims: int = 2) -> Bounds:
     The 0.5-99.5 percentiles, widened by ``margin`` times their spread.
 
     Example:
-        >>> plot_range(np.array([[0.0, 0.0], [1.0, 2.0]]), margin=0.0)[1]  # doctest: +SKIP
-        (0.01, 1.99)
+        >>> (x_lo, x_hi), (y_lo, y_hi) = plot_range(x_train)
     """
     lo, hi = np.percentile(np.asarray(data)[:, :dims], [0.5, 99.5], axis=0)
     pad = margin * (hi - lo) + 1e-6
