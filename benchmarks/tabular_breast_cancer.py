@@ -101,9 +101,10 @@ def main() -> None:
         rows.append((seed, jf, fj))
 
     first = rows[0][1]
-    print(f"breast cancer: {first['n_train'] + first['n_val'] + first['n_test']} rows x "
-          f"{first['dims']} columns; jflows split: {first['n_train']} train, {first['n_val']} "
-          f"validation, {first['n_test']} test (test rows shared by both)")
+    print(f"breast cancer: {first['n_train'] + first['n_test']} rows x {first['dims']} columns; "
+          f"split per seed: {first['n_train']} training rows for both (jflows: "
+          f"{first['n_fit']} fit + {first['n_val']} validation), {first['n_test']} test rows "
+          f"scored by both")
     print("test NLL in nats per row of the raw table (lower is better)")
     head = (f"{'seed':>4}  {'jflows RealNVP (CLI)':>20}  {'val NLL':>8}  {'best/steps':>10}  "
             f"{'s':>5}  {'flowjax coupling':>16}  {'epochs':>6}  {'s':>5}")

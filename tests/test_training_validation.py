@@ -70,6 +70,7 @@ def test_early_stopping_keeps_and_restores_the_best_step(small_table, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     config = strict_load(out / "config.json")
     assert (config["n_train"], config["n_val"], config["n_test"]) == (48, 12, 12)
+    assert (metrics["n_train"], metrics["n_val"], metrics["n_fit"]) == (48, 12, 36)
     assert config["split_seed"] == 0 and config["test_fraction"] == 0.2
 
     # rerunning the finished (early-stopped) run trains nothing and reports the same figures

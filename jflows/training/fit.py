@@ -139,7 +139,9 @@ def fit(
     ``out_dir/metrics.json`` gets the final figures: ``test_nll`` (nats per example of the raw
     data) and ``val_nll`` of the best state, ``best_step``, ``test_bits_per_dim`` (images),
     ``steps``, ``stopped_early``, ``wall_time_s`` (summed over resumptions),
-    ``nonfinite_steps``, ``train_loss``, ``finite``/``diverged`` and the model and data names.
+    ``nonfinite_steps``, ``train_loss``, ``finite``/``diverged``, the split (``n_train`` rows
+    of ``dataset.train``, of which ``n_val`` validate and ``n_fit`` train; ``n_test``) and the
+    model and data names.
     JSON files are strict: a non-finite figure is written as ``null`` with ``"finite": false``.
     With ``config`` (from :func:`jflows.training.runs.make_run_config`), ``out_dir/config.json``
     is written too, so that ``jflows eval``, ``jflows sample`` and ``jflows train`` can use the
@@ -402,8 +404,9 @@ def _fit(model, eval_model, dataset, optimizer, out_dir, fit_rows, val_rows, set
         levels=dataset.levels,
         batch_size=batch_size,
         seed=seed,
-        n_train=len(train_rows),
+        n_train=len(dataset.train),
         n_val=0 if val is None else len(val),
+        n_fit=len(train_rows),
         n_test=len(dataset.test),
         val_fraction=settings["val_fraction"],
         patience=patience,

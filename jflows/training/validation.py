@@ -112,9 +112,9 @@ def divergence(record: dict[str, Any], previous: dict[str, Any] | None) -> str |
         record: an evaluation record (``step``, ``test_nll``, ``val_nll``, ``nonfinite_steps``).
         previous: the evaluation before it (None: the window starts at step 0).
     """
-    for key in ("test_nll", "val_nll"):
+    for key, name in (("test_nll", "test NLL"), ("val_nll", "validation NLL")):
         if key in record and (record[key] is None or not math.isfinite(record[key])):
-            return f"the {key.replace('_', ' ')} at step {record['step']} is not finite"
+            return f"the {name} at step {record['step']} is not finite"
     start = 0 if previous is None else int(previous["step"])
     skipped_before = 0 if previous is None else int(previous.get("nonfinite_steps", 0))
     window = int(record["step"]) - start
