@@ -73,14 +73,15 @@ def test_console_errors_exit_2_without_traceback(tmp_path):
 def test_second_train_is_refused_and_a_killed_holder_does_not_block(tmp_path):
     out = tmp_path / "run"
     env = environment(tmp_path)
-    first = subprocess.Popen(command(out), env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    long = [a if a != str(STEPS) else "1000000" for a in command(out)]  # killed long before
+    first = subprocess.Popen(long, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
     deadline = time.monotonic() + 120
     while not finished_checkpoints(out) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert first.poll() is None, "the first run ended before the second could start"
     config_before = (out / "config.json").read_bytes()
-    second = subprocess.run(command(out), env=env, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(long, env=env, capture_output=True, text=True, timeout=120)
     assert first.poll() is None, "the first run ended before the second was refused"
     lines = second.stderr.strip().splitlines()
     assert second.returncode == 2, second.stderr
@@ -91,7 +92,9 @@ def test_second_train_is_refused_and_a_killed_holder_does_not_block(tmp_path):
     os.kill(first.pid, signal.SIGKILL)  # the kernel drops its flock; .lock stays behind
     first.communicate()
     assert (out / ".lock").exists()
-    rerun = subprocess.run(command(out), env=env, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "resuming from step" in rerun.stderr and "Traceback" not in rerun.stderr
-    assert json.loads((out / "metrics.json").read_text())["steps"] == STEPS
+    until = finished_checkpoints(out)[-1] + 100
+    rerun = [a if a != "1000000" else str(until) for a in long]
+    done = subprocess.run(rerun, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from step" in done.stderr and "Traceback" not in done.stderr
+    assert json.loads((out / "metrics.json").read_text())["steps"] == until
