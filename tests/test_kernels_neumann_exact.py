@@ -44,7 +44,8 @@ def weight(k, tail):
         return 1.0
     if tail == "geometric":
         return 1.0 / 0.5 ** (k - E - 1)
-    return 1.0 / float(survival_prob(jnp.asarray(k - E), "poisson", poisson_lam=2.0))
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    return 1.0 / float(survival_prob(jnp.asarray(k - E), "poisson", poisson_lam=2.0, dtype=dtype))
 
 
 def key_with_terms(tail, at_least):
