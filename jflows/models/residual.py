@@ -29,7 +29,10 @@ def resflow(
     exact_max_dims: int = 16,
     power_iterations: int = 5,
     last_init_scale: float = 1e-3,
-    inverse_max_iter: int = 200,
+    inverse_max_iter: int | None = None,
+    inverse_atol: float | None = None,
+    inverse_rtol: float | None = None,
+    on_nonconvergence: str = "raise",
     remat_surrogate: bool = True,
     unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
@@ -70,7 +73,12 @@ def resflow(
         power_iterations: power iterations per training step (evaluation models, which
             refresh before evaluating, use 100).
         last_init_scale: factor on each branch's last-layer initial weights.
-        inverse_max_iter: iteration cap of the fixed-point inverse.
+        inverse_max_iter: iteration cap of the fixed-point inverse and of its adjoint; ``None``
+            computes it per block from the Banach bound for the dtype's tolerance (at least
+            200, see :class:`~jflows.bijectors.ResidualBlock`).
+        inverse_atol: absolute tolerance of the inverse (default 1e-5, 1e-10 in float64).
+        inverse_rtol: relative tolerance of the inverse (same defaults).
+        on_nonconvergence: ``"raise"``, ``"nan"`` or ``"ignore"`` for a failed inverse.
         remat_surrogate: Neumann gradients as one custom VJP that recomputes the surrogate in
             the backward pass (default; reverse mode only), see
             :class:`~jflows.bijectors.ResidualBlock`.
@@ -112,6 +120,9 @@ def resflow(
         power_iterations=power_iterations,
         last_init_scale=last_init_scale,
         inverse_max_iter=inverse_max_iter,
+        inverse_atol=inverse_atol,
+        inverse_rtol=inverse_rtol,
+        on_nonconvergence=on_nonconvergence,
         remat_surrogate=remat_surrogate,
         unroll=unroll,
         preprocessing=preprocessing,
@@ -137,7 +148,10 @@ def iresnet(
     factor_out: bool = True,
     exact_max_dims: int = 16,
     power_iterations: int = 5,
-    inverse_max_iter: int = 200,
+    inverse_max_iter: int | None = None,
+    inverse_atol: float | None = None,
+    inverse_rtol: float | None = None,
+    on_nonconvergence: str = "raise",
     remat_surrogate: bool = True,
     unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
@@ -170,7 +184,12 @@ def iresnet(
         factor_out: factor out half the channels after each squeeze (images).
         exact_max_dims: evaluation uses the exact log-det up to this many scalars per event.
         power_iterations: power iterations per training step (evaluation models use 100).
-        inverse_max_iter: iteration cap of the fixed-point inverse.
+        inverse_max_iter: iteration cap of the fixed-point inverse and of its adjoint; ``None``
+            computes it per block from the Banach bound for the dtype's tolerance (at least
+            200, see :class:`~jflows.bijectors.ResidualBlock`).
+        inverse_atol: absolute tolerance of the inverse (default 1e-5, 1e-10 in float64).
+        inverse_rtol: relative tolerance of the inverse (same defaults).
+        on_nonconvergence: ``"raise"``, ``"nan"`` or ``"ignore"`` for a failed inverse.
         remat_surrogate: Neumann gradients as one custom VJP that recomputes the surrogate in
             the backward pass (default; reverse mode only), see
             :class:`~jflows.bijectors.ResidualBlock`.
@@ -206,6 +225,9 @@ def iresnet(
         power_iterations=power_iterations,
         last_init_scale=1.0,
         inverse_max_iter=inverse_max_iter,
+        inverse_atol=inverse_atol,
+        inverse_rtol=inverse_rtol,
+        on_nonconvergence=on_nonconvergence,
         remat_surrogate=remat_surrogate,
         unroll=unroll,
         preprocessing=preprocessing,

@@ -95,6 +95,9 @@ def residual_flow(
     last_init_scale,
     inverse_max_iter,
     remat_surrogate,
+    inverse_atol=None,
+    inverse_rtol=None,
+    on_nonconvergence="raise",
     unroll,
     preprocessing,
     base,
@@ -121,7 +124,13 @@ def residual_flow(
         last_init_scale=last_init_scale,
         param_dtype=dtype,
     )
-    block_kw = dict(inverse_max_iter=inverse_max_iter, remat_surrogate=remat_surrogate)
+    block_kw = dict(
+        inverse_max_iter=inverse_max_iter,
+        inverse_atol=inverse_atol,
+        inverse_rtol=inverse_rtol,
+        on_nonconvergence=on_nonconvergence,
+        remat_surrogate=remat_surrogate,
+    )
     if kind == "vector":
         if n_blocks < 1:
             raise ConfigError(f"n_blocks must be >= 1, got {n_blocks}")
