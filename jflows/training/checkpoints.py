@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 from typing import Any
 
 import jax
@@ -47,6 +48,8 @@ def _quiet_closed_loops(hook):
     closed event loop of the aborted restore and each prints a traceback; they mean nothing
     once the failure itself is reported.
     """
+    if getattr(hook, "_jflows_quiet", False):
+        return hook
 
     def quiet(unraisable):
         err = unraisable.exc_value
@@ -54,6 +57,7 @@ def _quiet_closed_loops(hook):
             return
         hook(unraisable)
 
+    quiet._jflows_quiet = True
     return quiet
 
 
@@ -236,6 +240,7 @@ class Checkpointer:
         level, hook = absl.level, sys.unraisablehook
         absl.setLevel(logging.CRITICAL)
         sys.unraisablehook = _quiet_closed_loops(hook)
+        failed = False
         try:
             restored = self._manager.restore(step, args=args)
         except Exception as err:  # noqa: BLE001 - orbax/TensorStore raise many types
@@ -246,11 +251,19 @@ class Checkpointer:
                 f"jflows version, so train a new run in a fresh directory"
             )
             error.reason = reason
+            failed = True
+            # the aborted read leaves futures whose errors asyncio logs when they are
+            # collected, at any later time: they repeat the error just reported
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+            warnings.filterwarnings(
+                "ignore", message="coroutine .* was never awaited", category=RuntimeWarning
+            )
             raise error from None
         finally:
             gc.collect()  # orbax's leftover callbacks of a failed read run here, quietly
             absl.setLevel(level)
-            sys.unraisablehook = hook
+            if not failed:  # after a failed read, late callbacks may still come: stay quiet
+                sys.unraisablehook = hook
         out = {name: restored[name] for name in items}
         out["meta"] = dict(restored["meta"] or {})
         return out
