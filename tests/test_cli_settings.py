@@ -116,3 +116,14 @@ def test_a_run_made_from_python_is_usable_from_the_cli(tmp_path, capsys):
     assert main(args) == 0
     assert "resuming from step 10" in capsys.readouterr().err
     assert read(out / "metrics.json")["steps"] == 15
+
+
+def test_resumed_train_may_change_only_solver_options(resflow_run, capsys):
+    base = ["train", "--model", "resflow", "--data", "moons", "--out", str(resflow_run),
+            "--steps", "4", "--batch-size", "32", "--quiet", "--opt", "n_blocks=1",
+            "--opt", "hidden=(8,)"]
+    assert main([*base, "--opt", "inverse_max_iter=3000"]) == 0
+    assert read(resflow_run / "config.json")["options"]["inverse_max_iter"] == 3000
+    capsys.readouterr()
+    assert main([*base, "--opt", "coeff=0.5"]) == 2
+    assert "options" in capsys.readouterr().err

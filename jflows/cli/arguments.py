@@ -1,16 +1,16 @@
-"""Arguments of the ``jflows`` command: defaults, ``--opt`` parsing, the parser, settings.
+"""Arguments of the ``jflows`` command: ``--opt`` parsing and the parser.
 
 A run's settings come from the flags given, else (resuming) the run's ``config.json``, else the
-defaults below; a resumed run must agree with its directory on every :data:`IDENTITY` setting.
+defaults of :mod:`jflows.training.defaults`; :func:`jflows.training.setup.prepare_run` merges
+them, and a resumed run must agree with its directory on every
+:data:`jflows.training.setup.IDENTITY` setting.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import json
 import math
-import os
 from typing import Any
 
 from jflows import __version__
@@ -25,11 +25,6 @@ from jflows.training.defaults import (  # noqa: F401 - the CLI's defaults live i
     N_TRAIN,
     SAMPLE_TEMPERATURE,
 )
-
-IDENTITY = (
-    "model", "data", "options", "levels", "n_bits", "logit_alpha", "seed", "batch_size", "lr",
-)
-"""Settings a resumed run must share with the run in its directory."""
 
 
 def parse_options(items: list[str] | None) -> dict[str, Any]:
@@ -272,37 +267,3 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
         "inverse_atol, inverse_rtol, on_nonconvergence (the fixed-point inverse of residual "
         "flows)",
     )
-
-
-def _data_id(spec: str) -> str:
-    return os.path.abspath(spec) if spec.endswith(".npy") else spec
-
-
-def _as_json(value):
-    """``value`` as it reads back from config.json (tuples become lists)."""
-    return json.loads(json.dumps(value))
-
-
-def resolve_settings(args: argparse.Namespace, stored: dict[str, Any] | None) -> dict[str, Any]:
-    """The requested settings; unset flags come from ``stored`` (resuming) or defaults."""
-    given = {
-        "model": args.model, "data": _data_id(args.data), "levels": args.levels,
-        "logit_alpha": args.logit_alpha, "seed": args.seed, "batch_size": args.batch_size,
-        "n_bits": args.n_bits, "temperature": args.temperature,
-        "lr": args.lr, "options": parse_options(args.opt) if args.opt else None,
-        "steps": args.steps, "eval_every": args.eval_every,
-        "checkpoint_every": args.checkpoint_every,
-    }
-    if stored is not None:
-        clash = [
-            k for k in IDENTITY if given[k] is not None and _as_json(given[k]) != stored.get(k)
-        ]
-        if clash:
-            was = ", ".join(f"{k}={stored.get(k)!r}" for k in clash)
-            now = ", ".join(f"{k}={given[k]!r}" for k in clash)
-            raise ConfigError(
-                f"{args.out!r} holds a run with {was}, but this command asks for {now}; rerun "
-                f"with the run's settings to resume it, or pass a new --out directory"
-            )
-        return _as_json({**stored, **{k: v for k, v in given.items() if v is not None}})
-    return _as_json({**given, "seed": args.seed or 0, "options": given["options"] or {}})
