@@ -48,7 +48,12 @@ from jflows.training.runs import (
     reduce_dataset_bits,
 )
 from jflows.training.state import TrainState
-from jflows.training.validation import SMALL_DATA_ROWS, check_patience, check_val_fraction
+from jflows.training.validation import (
+    SMALL_DATA_ROWS,
+    check_patience,
+    check_val_fraction,
+    default_val_fraction,
+)
 
 SETTINGS = (
     "model", "data", "options", "levels", "n_bits", "logit_alpha", "seed", "batch_size", "lr",
@@ -149,8 +154,8 @@ def make_run_config(settings: dict[str, Any]) -> tuple[dict[str, Any], Dataset]:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {value!r}")
     _check_lr(config["lr"])
-    if config["val_fraction"] is None:
-        config["val_fraction"] = 0.0
+    if config["val_fraction"] is None:  # as fit's default: on below 10 000 training rows
+        config["val_fraction"] = default_val_fraction(len(dataset.train))
     check_val_fraction(config["val_fraction"])
     if config["patience"] is None:
         config["patience"] = 10 if config["val_fraction"] > 0 else 0
