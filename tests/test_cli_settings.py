@@ -127,3 +127,22 @@ def test_resumed_train_may_change_only_solver_options(resflow_run, capsys):
     capsys.readouterr()
     assert main([*base, "--opt", "coeff=0.5"]) == 2
     assert "options" in capsys.readouterr().err
+
+
+def test_a_run_from_before_the_split_settings_resumes_with_its_own_split(tmp_path, capsys):
+    x = np.random.default_rng(1).normal(size=(200, 3))
+    data = tmp_path / "table.npy"
+    np.save(data, x)
+    out = tmp_path / "run"
+    base = ["train", "--model", "realnvp", "--data", str(data), "--out", str(out),
+            "--eval-every", "5", *TINY]
+    assert main([*base, "--steps", "10", "--weight-decay", "0"]) == 0  # Adam, as jflows was
+    config = read(out / "config.json")
+    for key in ("test_fraction", "val_fraction", "patience", "weight_decay", "warmup_steps",
+                "n_val", "split_seed"):  # as written by jflows before these settings
+        config.pop(key)
+    (out / "config.json").write_text(json.dumps(config))
+    assert main([*base, "--steps", "15"]) == 0
+    config = read(out / "config.json")
+    assert (config["test_fraction"], config["val_fraction"], config["n_test"]) == (0.1, 0.0, 20)
+    assert config["weight_decay"] == 0.0 and read(out / "metrics.json")["steps"] == 15

@@ -69,6 +69,14 @@ IDENTITY = (
 """Settings a resumed run must share with the run in its directory."""
 
 
+LEGACY = dict(
+    test_fraction=0.1, val_fraction=0.0, patience=0, weight_decay=0.0, warmup_steps=0,
+    schedule="cosine",
+)
+"""What a run whose ``config.json`` predates a setting used, so that resuming it keeps its
+split and optimizer (the new small-data defaults apply to new runs only)."""
+
+
 def _as_json(value):
     """``value`` as it reads back from config.json (tuples become lists)."""
     return json.loads(json.dumps(value))
@@ -214,6 +222,9 @@ def prepare_run(
         if "data" in given:
             given["data"] = data_id(given["data"])
         merged = {k: stored.get(k) for k in SETTINGS}
+        for key, value in LEGACY.items():  # a run written before these settings existed
+            if key not in stored:
+                merged[key] = value
         merged.update(given)
         merged["data"] = stored["data"] if "data" not in given else given["data"]
         settings = merged
