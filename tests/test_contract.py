@@ -69,14 +69,44 @@ class Harness:
         return (1e-9 if X64 else self.case.rtol32) * scale
 
 
-# one xdist group per case, so with ``--dist loadgroup`` each case is built on one worker only
-@pytest.fixture(
-    scope="module",
-    params=[pytest.param(c, marks=pytest.mark.xdist_group(c.name)) for c in CASES],
-    ids=[c.name for c in CASES],
-)
+_HARNESSES: dict[str, Harness] = {}
+
+
+def _harness(case: Case) -> Harness:
+    """One harness per case and worker, shared by the fixtures below."""
+    if case.name not in _HARNESSES:
+        _HARNESSES[case.name] = Harness(case)
+    return _HARNESSES[case.name]
+
+
+def _params(cases):
+    # one xdist group per case, so with ``--dist loadgroup`` each case is built on one worker
+    return dict(
+        params=[pytest.param(c, marks=pytest.mark.xdist_group(c.name)) for c in cases],
+        ids=[c.name for c in cases],
+    )
+
+
+MODEL_CASES = [c for c in CASES if c.name.startswith("model_")]
+EXACT_CASES = [c for c in CASES if c.exact_logdet]
+
+
+@pytest.fixture(scope="module", **_params(CASES))
 def h(request) -> Harness:
-    return Harness(request.param)
+    """Every registered bijector and model."""
+    return _harness(request.param)
+
+
+@pytest.fixture(scope="module", **_params(EXACT_CASES))
+def h_exact(request) -> Harness:
+    """The cases with an exact log-det (stochastic ones have their statistical tests)."""
+    return _harness(request.param)
+
+
+@pytest.fixture(scope="module", **_params(MODEL_CASES))
+def h_model(request) -> Harness:
+    """The registered models (``Flow``s)."""
+    return _harness(request.param)
 
 
 def close(a, b, tol, atol_scale=1.0):
@@ -95,9 +125,8 @@ def test_round_trip(h):
 
 
 @pytest.mark.float64
-def test_logdet_matches_brute_force(h):
-    if not h.case.exact_logdet:
-        pytest.skip(f"{h.case.name} has a stochastic log-det; see its statistical tests")
+def test_logdet_matches_brute_force(h_exact):
+    h = h_exact
     shape = h.case.event_shape
     d = math.prod(shape)
 
@@ -158,10 +187,10 @@ def test_every_registered_model_is_in_the_suite():
 
 
 @pytest.mark.float64
-def test_model_samples_have_the_model_dtype(h):
+def test_model_samples_have_the_model_dtype(h_model):
     """``sample`` draws in the model's dtype (float64 in the float64 pass), finite values."""
-    if not _is_flow(h):
-        pytest.skip(f"{h.case.name} is a bijector, not a model")
+    h = h_model
+    assert _is_flow(h)
     n = 5
     x = jax.jit(lambda v: h.module.apply(v, n, method="sample", rngs=_rngs(3)))(h.variables)
     assert x.shape == (n, *h.case.event_shape) and x.dtype == DTYPE
@@ -169,10 +198,10 @@ def test_model_samples_have_the_model_dtype(h):
 
 
 @pytest.mark.float64
-def test_model_sample_and_log_prob_matches_log_prob(h):
+def test_model_sample_and_log_prob_matches_log_prob(h_model):
     """``sample_and_log_prob`` returns the samples of ``sample`` and their ``log_prob``."""
-    if not _is_flow(h):
-        pytest.skip(f"{h.case.name} is a bijector, not a model")
+    h = h_model
+    assert _is_flow(h)
     n = 5
     xs, lp = jax.jit(lambda v: h.module.apply(
         v, n, method="sample_and_log_prob", rngs=_rngs(3)))(h.variables)
