@@ -158,7 +158,8 @@ def save_scatter_matrix(
 ) -> None:
     """Vectors with ``d > 2``: pairwise scatter plots of the first ``min(d, max_dims)`` dims.
 
-    Samples are drawn in colour over the data (grey, when given); the diagonal holds histograms.
+    Samples (blue) fill the plots above the diagonal and the data (grey, when given) those below
+    it, so neither hides the other; the diagonal holds histograms of both.
 
     Example:
         >>> save_scatter_matrix("samples.png", samples, data=x_train, title="resflow")
@@ -183,18 +184,21 @@ def save_scatter_matrix(
                 ax.set_yticks([])
             else:
                 pair = (bounds[j], bounds[i])
-                if data is not None:
-                    _scatter(ax, data[:, [j, i]], pair, color="0.6")
-                _scatter(ax, samples[:, [j, i]], pair, color="tab:blue")
+                if data is not None and i > j:  # data below the diagonal, samples above
+                    _scatter(ax, data[:, [j, i]], pair, color="0.25", s=2, alpha=0.5)
+                else:
+                    _scatter(ax, samples[:, [j, i]], pair, color="tab:blue")
             if i == k - 1:
                 ax.set_xlabel(f"x{j + 1}")
             if j == 0:
                 ax.set_ylabel(f"x{i + 1}")
             ax.tick_params(labelsize=6)
     shown = f"dims 1-{k} of {d}" if k < d else f"all {d} dims"
-    legend = "samples (blue)" + (" over data (grey)" if data is not None else "")
+    legend = f"{len(samples)} samples (blue)"
+    if data is not None:
+        legend = f"{legend} above the diagonal, {len(data)} data rows (grey) below it"
     head = f"{title}\n" if title else ""
-    _finish(fig, path, f"{head}{len(samples)} {legend}, {shown}")
+    _finish(fig, path, f"{head}{legend}, {shown}")
 
 
 def save_image_grid(
