@@ -3,7 +3,8 @@
 scikit-learn's breast-cancer table (569 rows, 30 continuous columns) is saved as a float
 ``.npy``. For each seed, ``jflows train --model realnvp --data FILE --seed S`` runs with its
 defaults (for a table this small: a 0.2 test split, a 0.1 validation split of the training
-rows, evaluations every 50 steps, early stopping and the best state, AdamW), and flowjax's
+rows, evaluations every 20 steps, early stopping and the best state, AdamW with weight
+decay 10), and flowjax's
 ``coupling_flow(key, base_dist=Normal(zeros(30)), transformer=Affine())`` is trained with
 ``fit_to_data(key, flow, x_train)`` and flowjax's own defaults on the same training rows
 (jflows' training and validation rows; flowjax holds out its own validation split). flowjax

@@ -4,7 +4,7 @@ Vector data with fewer than :data:`~jflows.training.validation.SMALL_DATA_ROWS` 
 (a table of a few hundred or thousand rows) get :data:`SMALL_VECTOR_DEFAULTS` on top of
 :data:`DEFAULTS`: every step of a batch of 500 is about one pass over such data, so the run
 evaluates its validation split more often, keeps the best state and stops early (see
-:mod:`jflows.training.validation`), with a little AdamW weight decay against memorising.
+:mod:`jflows.training.validation`), with strong AdamW weight decay against memorising.
 """
 
 from __future__ import annotations
