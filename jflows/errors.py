@@ -37,6 +37,10 @@ class RunLockedError(CheckpointError):
     """Another process holds the lock of a run directory (it is training there)."""
 
 
+class InverseNotConvergedError(JflowsError, RuntimeError):
+    """A fixed-point solve (the inverse of a residual block, or its adjoint) hit its cap."""
+
+
 class TrainingDivergedError(JflowsError, RuntimeError):
     """Training ended with non-finite figures or mostly skipped (non-finite) steps.
 

@@ -8,6 +8,7 @@ the identity map.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jflows.bijectors.base import param_dtype_for
+from jflows.errors import ConfigError
 
 ACTIVATIONS = {"relu": nn.relu, "elu": nn.elu, "tanh": jnp.tanh, "gelu": nn.gelu}
 
@@ -34,6 +36,28 @@ def torch_uniform(fan_in: int):
     return init
 
 
+def check_activation(name: str, where: str) -> None:
+    """Raises ConfigError unless ``name`` is a key of :data:`ACTIVATIONS`.
+
+    Example:
+        >>> check_activation("swish", "MLP")
+        Traceback (most recent call last):
+        ...
+        jflows.errors.ConfigError: MLP got activation='swish'; choose one of 'relu', 'elu', \
+'tanh', 'gelu'
+    """
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ConfigError(
+            f"{where} got activation={name!r}; choose one of "
+            f"{', '.join(map(repr, ACTIVATIONS))}"
+        )
+
+
+def _check_widths(widths, what: str, where: str) -> None:
+    if any(isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1 for w in widths):
+        raise ConfigError(f"{where} needs {what} of positive integers, got {widths!r}")
+
+
 class MLP(nn.Module):
     """Fully connected conditioner ``d -> hidden... -> out_features``.
 
@@ -48,6 +72,11 @@ class MLP(nn.Module):
     activation: str = "relu"
     zero_init_last: bool = True
     param_dtype: Any = None
+
+    def __post_init__(self):
+        check_activation(self.activation, "MLP")
+        _check_widths(tuple(self.hidden), "hidden widths", "MLP")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, out_features: int) -> jax.Array:
@@ -80,6 +109,12 @@ class ConvNet(nn.Module):
     activation: str = "relu"
     zero_init_last: bool = True
     param_dtype: Any = None
+
+    def __post_init__(self):
+        check_activation(self.activation, "ConvNet")
+        _check_widths((self.hidden,), "hidden channels", "ConvNet")
+        _check_widths(tuple(self.kernel_sizes), "kernel_sizes", "ConvNet")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, out_features: int) -> jax.Array:

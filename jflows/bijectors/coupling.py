@@ -53,8 +53,12 @@ class MaskedCoupling(Bijector):
     scale_map: str = "tanh"
     scale_bound: float = 3.0
 
-    def setup(self):
+    def __post_init__(self):
         check_scale_map(self.scale_map)
+        mask_event_ndims(self.mask)  # an unknown mask fails at construction
+        super().__post_init__()
+
+    def setup(self):
         self.event_ndims = mask_event_ndims(self.mask)
         if self.conditioner is None:
             self.net = _default_conditioner(self.event_ndims)
@@ -109,8 +113,11 @@ class SplitCoupling(Bijector):
     scale_map: str = "tanh"
     scale_bound: float = 3.0
 
-    def setup(self):
+    def __post_init__(self):
         check_scale_map(self.scale_map)
+        super().__post_init__()
+
+    def setup(self):
         if self.conditioner is None:
             self.net = _default_conditioner(self.event_ndims)
 

@@ -70,9 +70,12 @@ class Stack(Bijector):
     remat: bool = False
     unroll: int | bool = 1
 
-    def setup(self):
+    def __post_init__(self):
         if self.length < 1:
             raise ConfigError(f"Stack needs length >= 1, got {self.length}")
+        super().__post_init__()
+
+    def setup(self):
         body = _ScanBody
         if self.remat:
             body = nn.remat(body, prevent_cse=False, methods=list(_METHODS))

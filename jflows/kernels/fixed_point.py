@@ -44,13 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jflows.errors import ConfigError, JflowsError
+from jflows.errors import ConfigError, InverseNotConvergedError  # noqa: F401 - re-exported
 
 ON_NONCONVERGENCE = ("raise", "nan", "ignore")
-
-
-class InverseNotConvergedError(JflowsError, RuntimeError):
-    """A fixed-point solve (the inverse of a residual block, or its adjoint) hit its cap."""
 
 
 class AdjointInfo(NamedTuple):
