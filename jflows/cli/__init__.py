@@ -1,4 +1,4 @@
-"""The ``jflows`` command: ``train``, ``eval``, ``sample`` and ``plot``.
+"""The ``jflows`` command: ``train``, ``eval``, ``sample``, ``plot`` and ``models``.
 
 Examples:
     jflows train --model realnvp --data 8gaussians --out runs/8g
@@ -6,6 +6,7 @@ Examples:
     jflows eval --run runs/8g --data points.npy
     jflows sample --run runs/digits --n 64 --out digits.png
     jflows plot --run runs/8g --run runs/digits --out curves.png
+    jflows models resflow
 
 Bad input (an unknown model or data name, an invalid ``.npy`` file, a directory that is not a
 run, ...) prints one line naming the problem and the fix on stderr and exits with code 2;
@@ -22,7 +23,7 @@ import sys
 from tqdm import tqdm
 
 from jflows.cli.arguments import DEFAULTS, build_parser, parse_options
-from jflows.cli.commands import cmd_eval, cmd_plot, cmd_sample, cmd_train
+from jflows.cli.commands import cmd_eval, cmd_models, cmd_plot, cmd_sample, cmd_train
 from jflows.errors import JflowsError, TrainingDivergedError
 
 DIVERGED_EXIT = 3
@@ -65,7 +66,10 @@ def _log_to_stderr() -> None:
     logger.propagate = False
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "plot": cmd_plot}
+COMMANDS = {
+    "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "plot": cmd_plot,
+    "models": cmd_models,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,9 @@ from jflows.training.defaults import (  # noqa: F401 - the CLI's defaults live i
 def parse_options(items: list[str] | None) -> dict[str, Any]:
     """``["key=value", ...]`` to a dict; values go through ``ast.literal_eval`` (else strings).
 
+    The values are checked against the model factory's types later, by
+    :func:`jflows.training.options.coerce_options` (so ``hidden=abc`` is refused there).
+
     Example:
         >>> parse_options(["hidden=(64, 64)", "scale_map=tanh"])
         {'hidden': (64, 64), 'scale_map': 'tanh'}
@@ -118,7 +121,7 @@ def _catalogue() -> str:
     keys = ("steps", "batch_size", "lr", "eval_every", "checkpoint_every")
     lines = [
         f"models: {', '.join(MODELS)} (options: --opt KEY=VALUE, any keyword of the factory in "
-        f"jflows.models)",
+        f"jflows.models, checked against its type; `jflows models NAME` lists them)",
         f"built-in data: {', '.join(BUILTIN_DATA)}; or a .npy file of float (N, d) vectors or "
         f"uint8 (N, H, W, C) images",
     ]
@@ -129,7 +132,7 @@ def _catalogue() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``jflows train|eval|sample|plot`` (see README, "Command line")."""
+    """The parser of ``jflows train|eval|sample|plot|models`` (see README, "Command line")."""
     parser = OneLineErrorParser(prog="jflows", description="Normalizing flows in JAX.")
     parser.add_argument("--version", action="version", version=f"jflows {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=_default_help("checkpoint_every", "steps between checkpoints"),
     )
     train.add_argument("--logit-alpha", type=float, help="logit pre-processing of images")
-    train.add_argument("--opt", action="append", metavar="KEY=VALUE", help="model option")
+    train.add_argument(
+        "--opt", action="append", metavar="KEY=VALUE",
+        help="model option, a Python literal or a string (see `jflows models MODEL`)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument(
         "--devices", type=positive_int,
@@ -202,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale of the base's std, >= 0 (0: the mode; default: the run's)",
     )
     _add_eval_options(sample)
+    models = sub.add_parser("models", help="list the models, or one model's options")
+    models.add_argument(
+        "name", nargs="?", help="a model name: list its --opt options, types and defaults"
+    )
     plot = sub.add_parser("plot", help="draw the training curves of one or several runs")
     plot.add_argument(
         "--run", action="append", required=True,

@@ -1,4 +1,4 @@
-"""The subcommands ``jflows train``, ``jflows eval`` and ``jflows sample``.
+"""The subcommands ``jflows train``, ``eval``, ``sample``, ``plot`` and ``models``.
 
 Each validates everything it can before it writes anything, and raises
 :class:`jflows.errors.JflowsError` subclasses that :func:`jflows.cli.main` prints as one line.
@@ -25,6 +25,7 @@ from jflows.training.curves import (
 from jflows.training.fit import METRICS_FILE
 from jflows.training.lock import run_lock
 from jflows.training.metrics import read_json, summarize_nll, write_json
+from jflows.training.options import describe_models, describe_options
 from jflows.training.parallel import initialize_distributed, to_host
 from jflows.training.pictures import (
     draw_samples,
@@ -191,6 +192,13 @@ def cmd_sample(args) -> int:
     else:
         np.save(args.out, to_levels(samples, levels) if levels else samples.astype(np.float32))
     print(f"wrote {args.n} samples to {args.out}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    """``jflows models [NAME]``: one line per model, or NAME's options (type, default, help)."""
+    lines = describe_models() if args.name is None else describe_options(args.name)
+    print("\n".join(lines))
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Literal
 
 from jflows.bijectors import (
     Bijector,
@@ -51,13 +52,13 @@ def glow(
     levels: int = 2,
     steps: int = 4,
     hidden: int = 64,
-    coupling: str = "affine",
+    coupling: Literal["affine", "additive"] = "affine",
     lu: bool = True,
     learned_prior: bool = True,
     unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
     training: bool = True,
-    dtype: str = "float32",
+    dtype: Literal["float32", "float64"] = "float32",
 ) -> Flow:
     """A Glow flow for channels-last images.
 

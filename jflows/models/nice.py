@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 from jflows.bijectors import (
     MLP,
@@ -39,12 +40,12 @@ def nice(
     event_shape: Sequence[int],
     *,
     n_couplings: int = 4,
-    hidden: Sequence[int] = (256, 256, 256),
+    hidden: tuple[int, ...] = (256, 256, 256),
     unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
-    base: str = "standard",
+    base: Literal["standard", "diagonal"] = "standard",
     training: bool = True,
-    dtype: str = "float32",
+    dtype: Literal["float32", "float64"] = "float32",
 ) -> Flow:
     """A NICE flow: additive couplings, then a learned diagonal scaling.
 

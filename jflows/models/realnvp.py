@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Literal
 
 from jflows.bijectors import (
     MLP,
@@ -89,18 +90,18 @@ def realnvp(
     event_shape: Sequence[int],
     *,
     n_couplings: int = 8,
-    hidden: Sequence[int] = (128, 128),
+    hidden: tuple[int, ...] = (128, 128),
     n_levels: int = 2,
     conv_hidden: int = 64,
     n_checkerboard: int = 3,
     n_channel: int = 3,
-    scale_map: str = "tanh",
+    scale_map: Literal["tanh", "sigmoid", "exp", "none"] = "tanh",
     actnorm: bool = False,
     unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
-    base: str = "standard",
+    base: Literal["standard", "diagonal"] = "standard",
     training: bool = True,
-    dtype: str = "float32",
+    dtype: Literal["float32", "float64"] = "float32",
 ) -> Flow:
     """A RealNVP flow.
 

@@ -3,28 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from jflows.bijectors import Bijector
 from jflows.models.common import event_kind, model_dtype
 from jflows.models.flow import Flow
 from jflows.models.residual_builder import residual_flow
 
+Activation = Literal["lipswish", "elu", "softplus", "tanh", "relu", "identity"]
+"""The 1-Lipschitz activations of residual blocks (see ``LIPSCHITZ_ACTIVATIONS``)."""
+
 
 def resflow(
     event_shape: Sequence[int],
     *,
     n_blocks: int | None = None,
-    hidden: Sequence[int] | int | None = None,
+    hidden: tuple[int, ...] | int | None = None,
     coeff: float | None = None,
-    activation: str = "lipswish",
-    logdet: str = "roulette",
+    activation: Activation = "lipswish",
+    logdet: Literal["roulette", "series", "exact"] = "roulette",
     n_exact_terms: int = 2,
-    tail: str | None = None,
-    gradient: str = "neumann",
+    tail: Literal["geometric", "poisson"] | None = None,
+    gradient: Literal["neumann", "backprop"] = "neumann",
     actnorm: bool = True,
     n_scales: int = 2,
     fc_blocks: int = 2,
-    fc_hidden: Sequence[int] = (64,),
+    fc_hidden: tuple[int, ...] = (64,),
     factor_out: bool = False,
     exact_max_dims: int = 16,
     power_iterations: int = 5,
@@ -32,13 +36,13 @@ def resflow(
     inverse_max_iter: int | None = None,
     inverse_atol: float | None = None,
     inverse_rtol: float | None = None,
-    on_nonconvergence: str = "raise",
+    on_nonconvergence: Literal["raise", "nan", "ignore"] = "raise",
     remat_surrogate: bool = True,
     unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
-    base: str = "standard",
+    base: Literal["standard", "diagonal"] = "standard",
     training: bool = True,
-    dtype: str = "float32",
+    dtype: Literal["float32", "float64"] = "float32",
 ) -> Flow:
     """A Residual Flow (Chen et al., 2019): LipSwish residual blocks with an unbiased log-det.
 
@@ -136,28 +140,28 @@ def iresnet(
     event_shape: Sequence[int],
     *,
     n_blocks: int | None = None,
-    hidden: Sequence[int] | int | None = None,
+    hidden: tuple[int, ...] | int | None = None,
     coeff: float = 0.9,
-    activation: str = "elu",
+    activation: Activation = "elu",
     n_terms: int = 5,
-    gradient: str = "neumann",
+    gradient: Literal["neumann", "backprop"] = "neumann",
     actnorm: bool = True,
     n_scales: int = 2,
     fc_blocks: int = 0,
-    fc_hidden: Sequence[int] = (64,),
+    fc_hidden: tuple[int, ...] = (64,),
     factor_out: bool = True,
     exact_max_dims: int = 16,
     power_iterations: int = 5,
     inverse_max_iter: int | None = None,
     inverse_atol: float | None = None,
     inverse_rtol: float | None = None,
-    on_nonconvergence: str = "raise",
+    on_nonconvergence: Literal["raise", "nan", "ignore"] = "raise",
     remat_surrogate: bool = True,
     unroll: int | bool = True,
     preprocessing: Sequence[Bijector] = (),
-    base: str = "diagonal",
+    base: Literal["standard", "diagonal"] = "diagonal",
     training: bool = True,
-    dtype: str = "float32",
+    dtype: Literal["float32", "float64"] = "float32",
 ) -> Flow:
     """An invertible ResNet (Behrmann et al., 2019): ELU residual blocks, truncated log-det.
 

@@ -9,7 +9,6 @@ model with its own pre-processing, so the density of a reloaded run still refers
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from typing import Any
 
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jflows import __version__
 from jflows.data import Dataset, load_array, load_dataset, reduce_bits
 from jflows.errors import CheckpointError, ConfigError, DataError
 from jflows.models import MODELS, image_preprocessing, vector_preprocessing
@@ -25,39 +25,27 @@ from jflows.training.checkpoints import CHECKPOINT_DIR, Checkpointer
 from jflows.training.lock import LOCK_FILE
 from jflows.training.metrics import read_json
 from jflows.training.optim import make_optimizer
+from jflows.training.options import RESERVED_OPTIONS, check_model, coerce_options  # noqa: F401
 from jflows.training.state import TrainState, create_train_state
 
 CONFIG_FILE = "config.json"
-RESERVED_OPTIONS = ("event_shape", "preprocessing", "training")
-"""Factory arguments that a run sets itself and that ``--opt`` may not override."""
+CONFIG_VERSION = 2
+"""Format version of ``config.json`` (its ``"version"`` key): 2 adds the key itself and
+options converted to the factories' types; a config without the key is version 1 and loads."""
 
 
-def check_model(name: str) -> None:
-    """Raises ConfigError unless ``name`` is a registered model."""
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+def check_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against the factory of ``model`` and converted to its types.
 
-
-def check_options(model: str, options: dict[str, Any]) -> None:
-    """Raises ConfigError for options the factory of ``model`` does not take.
+    Raises:
+        ConfigError: an unknown model or option, or a value of the wrong type or choice (see
+            :func:`jflows.training.options.coerce_options`).
 
     Example:
-        >>> check_options("realnvp", {"n_couplings": 4})
+        >>> check_options("realnvp", {"n_couplings": 4, "hidden": [32, 32]})
+        {'n_couplings': 4, 'hidden': (32, 32)}
     """
-    check_model(model)
-    params = inspect.signature(MODELS[model]).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    valid = [p for p in params if p not in RESERVED_OPTIONS and p != "self"]
-    for key in options:
-        if key in RESERVED_OPTIONS:
-            raise ConfigError(
-                f"model option {key!r} is set by jflows itself (from the data and the mode); "
-                f"remove --opt {key}=..."
-            )
-        if key not in params and not takes_any:
-            raise ConfigError(
-                f"model {model!r} has no option {key!r}; valid options are {', '.join(valid)}"
-            )
+    return coerce_options(model, options)
 
 
 def _tuples(value):
@@ -85,23 +73,14 @@ def build_model(config: dict[str, Any], *, training: bool = True) -> nn.Module:
     Example:
         >>> flow = build_model(read_config("runs/8g"), training=False)
     """
-    check_options(config["model"], config["options"])
+    options = check_options(config["model"], _tuples(config["options"]))
     if config["kind"] == "vector":
         pre = vector_preprocessing(config["mean"], config["std"])
     else:
         pre = image_preprocessing(config["levels"], config["logit_alpha"])
     factory = MODELS[config["model"]]
     shape = tuple(config["event_shape"])
-    options = _tuples(config["options"])
-    try:
-        return factory(shape, preprocessing=pre, training=training, **options)
-    except (TypeError, ValueError) as err:
-        if isinstance(err, ConfigError):
-            raise
-        raise ConfigError(
-            f"model {config['model']!r} rejected the options {config['options']}: {err}; fix "
-            f"the --opt values"
-        ) from err
+    return factory(shape, preprocessing=pre, training=training, **options)
 
 
 def build_optimizer(config: dict[str, Any]):
@@ -139,16 +118,17 @@ def with_eval_options(config: dict[str, Any], overrides: dict[str, Any]) -> dict
                 f"run, so eval and sample do not take it; they take only the evaluation-time "
                 f"options {', '.join(EVAL_OPTIONS)} (train a new run to change {key!r})"
             )
-    options = {**config["options"], **overrides}
-    check_options(config["model"], options)
+    options = check_options(config["model"], {**config["options"], **overrides})
     return {**config, "options": options}
 
 
 def abstract_state(model: nn.Module, optimizer, config: dict[str, Any]) -> TrainState:
     """Shapes and dtypes of the run's train state, computed by tracing only (no FLOPs).
 
-    Also checks that the model can be initialised on the run's event shape: an error in the
-    model's options surfaces here, before anything is written.
+    Also checks that the model can be initialised on the run's event shape: an option the
+    event shape does not allow (a ConfigError or ShapeError of the factory or its layers)
+    surfaces here, before anything is written. Other exceptions are bugs and propagate as
+    themselves.
     """
     dtype = jnp.uint8 if config["kind"] == "image" else jnp.float32
     batch = jax.ShapeDtypeStruct((2, *config["event_shape"]), dtype)
@@ -158,15 +138,7 @@ def abstract_state(model: nn.Module, optimizer, config: dict[str, Any]) -> Train
             model, optimizer, x, jax.random.key(0), dequantize=config["kind"] == "image"
         )
 
-    try:
-        return jax.eval_shape(create, batch)
-    except (TypeError, ValueError) as err:
-        if isinstance(err, ConfigError | CheckpointError):
-            raise
-        raise ConfigError(
-            f"model {config['model']!r} with options {config['options']} cannot be built for "
-            f"events of shape {tuple(config['event_shape'])}: {err}; fix the --opt values"
-        ) from err
+    return jax.eval_shape(create, batch)
 
 
 def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -191,6 +163,18 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
             f"{path!r} is not a valid jflows run config ({type(err).__name__}: {err}); it was "
             f"edited or written by another program, so train a new run"
         ) from err
+    version = config.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(
+            f"{path!r} has an invalid config version {version!r} (expected an integer from 1 "
+            f"to {CONFIG_VERSION}); it was edited or written by another program"
+        )
+    if version > CONFIG_VERSION:
+        raise CheckpointError(
+            f"{path!r} is a version {version} run config (written by jflows "
+            f"{config.get('jflows_version', '?')}), but jflows {__version__} reads config "
+            f"versions up to {CONFIG_VERSION}; load the run with a newer jflows"
+        )
     return config
 
 

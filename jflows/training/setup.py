@@ -39,6 +39,7 @@ from jflows.training.defaults import (
 from jflows.training.fit import fit
 from jflows.training.optim import make_optimizer
 from jflows.training.runs import (
+    CONFIG_VERSION,
     EVAL_OPTIONS,
     abstract_state,
     build_model,
@@ -122,7 +123,7 @@ def make_run_config(settings: dict[str, Any]) -> tuple[dict[str, Any], Dataset]:
         config["seed"] < 0
     ):
         raise ConfigError(f"the seed must be an integer >= 0, got {config['seed']!r}")
-    check_options(config["model"], config["options"])
+    config["options"] = check_options(config["model"], config["options"])
     spec = os.fspath(config["data"])
     config["data"] = data_id(spec)
     if config["test_fraction"] is None:
@@ -148,7 +149,7 @@ def make_run_config(settings: dict[str, Any]) -> tuple[dict[str, Any], Dataset]:
             config[key] = value
     config.update(
         data_name=dataset.name, kind=kind, event_shape=list(dataset.event_shape),
-        levels=dataset.levels, jflows_version=__version__, **sizes,
+        levels=dataset.levels, jflows_version=__version__, version=CONFIG_VERSION, **sizes,
     )
     if kind == "vector" and config["logit_alpha"] is not None:
         raise ConfigError(
