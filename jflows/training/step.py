@@ -102,7 +102,7 @@ def train_step_fn(
             opt_state=_select(finite, opt_state, state.opt_state),
             nonfinite_steps=state.nonfinite_steps + jnp.where(finite, 0, 1).astype(jnp.int32),
         )
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite}
         return new_state, metrics
 
     return step
