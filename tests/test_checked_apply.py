@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import is_info
 
 import jflows.models as jm
 from jflows.bijectors import InverseNotConvergedError
-from jflows.kernels.fixed_point import FixedPointInfo
 from jflows.names import DIAGNOSTICS, PARAMS, SAMPLE
 
 
@@ -17,12 +17,14 @@ def stiff_flow(**kw):
     return flow, flow.init({PARAMS: jax.random.key(1)}, x, method="log_prob")
 
 
+@pytest.mark.slow
 def test_checked_apply_raises_the_documented_exception():
     flow, variables = stiff_flow(inverse_max_iter=1)
     with pytest.raises(InverseNotConvergedError, match=r"did not converge.*inverse_max_iter"):
         jm.checked_apply(flow, variables, 32, method="sample", rngs={SAMPLE: jax.random.key(2)})
 
 
+@pytest.mark.slow
 def test_plain_jit_surfaces_as_a_jax_runtime_error():
     """The last line of defence, as documented: under a user's own jit JAX wraps the error."""
     flow, variables = stiff_flow(inverse_max_iter=1)
@@ -32,10 +34,7 @@ def test_plain_jit_surfaces_as_a_jax_runtime_error():
     assert not isinstance(err.value, InverseNotConvergedError)
 
 
-def is_info(a):
-    return isinstance(a, FixedPointInfo)
-
-
+@pytest.mark.slow
 def test_collecting_diagnostics_leaves_the_check_to_the_caller():
     flow, variables = stiff_flow(inverse_max_iter=1)
     z = jax.random.normal(jax.random.key(3), (8, 2))
@@ -46,6 +45,7 @@ def test_collecting_diagnostics_leaves_the_check_to_the_caller():
     assert infos and not bool(np.all(infos[0].converged))
 
 
+@pytest.mark.slow
 def test_checked_apply_equals_apply_when_converged():
     flow, variables = stiff_flow()
     rngs = {SAMPLE: jax.random.key(4)}

@@ -31,6 +31,7 @@ def damage(step_dir, only_arrays=False):
                 f.write(np.random.default_rng(len(path)).bytes(max(size, 16)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("only_arrays", [False, True])
 def test_damaged_newest_checkpoint_falls_back(tmp_path, capsys, only_arrays):
     out = tmp_path / "run"
@@ -64,6 +65,7 @@ def test_damaged_newest_checkpoint_falls_back(tmp_path, capsys, only_arrays):
     assert "damaged" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_no_loadable_checkpoint_is_one_line_exit_2(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(train_args(out, 20)) == 0

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 import pytest
+from helpers import cli_fails as fails
+from helpers import cli_one_line as one_line
 
 from jflows.cli import main, parse_options
 
@@ -45,16 +47,6 @@ def arrays(tmp_path_factory):
     for name, x in items.items():
         np.save(d / name, x)
     return d
-
-
-def fails(capsys, args, *needles):
-    code = main(args)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
 
 
 def train(out, *extra, model="realnvp", data="moons"):
@@ -133,12 +125,6 @@ def test_parse_options():
     assert parse_options(["hidden=(64, 64)", "scale_map=tanh", "actnorm=True"]) == {
         "hidden": (64, 64), "scale_map": "tanh", "actnorm": True,
     }
-
-
-def one_line(capsys, args, *needles):
-    err = fails(capsys, args, *needles)
-    assert len(err.strip().splitlines()) == 1, err
-    return err
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,7 @@ def test_sigkill_then_rerun_resumes(tmp_path):
     assert finished_checkpoints(out) == [1450, 1500]
 
 
+@pytest.mark.slow
 def test_console_errors_exit_2_without_traceback(tmp_path):
     args = [sys.executable, "-m", "jflows.cli", "train", "--model", "nosuch", "--data", "moons",
             "--out", str(tmp_path / "x")]

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import cli_one_line as one_line_error
 from tqdm import tqdm
 
 from jflows.cli import main
@@ -25,14 +26,6 @@ def fake_run(directory, steps=(10, 20, 30), image=False, nonfinite=False):
             f.write(json.dumps(record) + "\n")
     (directory / "metrics.json").write_text(json.dumps({"best_step": steps[-2]}))
     return directory
-
-
-def one_line_error(capsys, args, *needles):
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 def test_plot_one_run_and_several(tmp_path, capsys):

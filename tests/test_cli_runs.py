@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import read_json as read
 
 from jflows.cli import main
 from jflows.data import load_dataset
@@ -12,10 +13,6 @@ from jflows.data import load_dataset
 VECTOR = ["--opt", "n_couplings=2", "--opt", "hidden=(16,)", "--batch-size", "64"]
 IMAGE = ["--opt", "n_levels=1", "--opt", "n_checkerboard=1", "--opt", "conv_hidden=8",
          "--batch-size", "16"]
-
-
-def read(path):
-    return json.loads(path.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +33,7 @@ def image_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_vector_run_files(vector_run):
     out, _ = vector_run
     assert {"config.json", "metrics.json", "evals.jsonl", "checkpoints", "density.png",
@@ -48,6 +46,7 @@ def test_vector_run_files(vector_run):
     assert len(config["mean"]) == len(config["std"]) == 2 and config["seed"] == 4
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_test_nll(vector_run, tmp_path, capsys):
     out, _ = vector_run
     test_nll = read(out / "metrics.json")["test_nll"]
@@ -74,6 +73,7 @@ def test_sample_npy_and_png(vector_run, tmp_path):
     assert (tmp_path / "s.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_rerun_continues_to_more_steps(vector_run, capsys):
     out, args = vector_run
     more = [a if a != "30" else "40" for a in args]
@@ -84,6 +84,7 @@ def test_rerun_continues_to_more_steps(vector_run, capsys):
     assert steps == [15, 30, 40]
 
 
+@pytest.mark.slow
 def test_image_run_bits_per_dim_and_samples(image_run, tmp_path):
     out = image_run
     metrics = read(out / "metrics.json")
@@ -101,6 +102,7 @@ def test_image_run_bits_per_dim_and_samples(image_run, tmp_path):
     assert (out / "samples.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_glow_run_with_reduced_bits_and_temperature(tmp_path):
     out = tmp_path / "glow"
     args = ["train", "--model", "glow", "--data", "digits", "--out", str(out), "--steps", "4",

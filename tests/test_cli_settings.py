@@ -4,15 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from helpers import read_json as read
 
 from jflows.cli import main
 from jflows.training.setup import train_run
 
 TINY = ["--opt", "n_couplings=2", "--opt", "hidden=(8,)", "--batch-size", "32", "--quiet"]
-
-
-def read(path):
-    return json.loads(path.read_text())
 
 
 @pytest.mark.parametrize("lr", ["inf", "nan", "0", "-1e-3"])
@@ -38,6 +35,7 @@ def test_diverged_training_exits_3_with_strict_files(tmp_path, capsys):
     assert metrics["diverged"] is True and metrics["nonfinite_steps"] >= 5
 
 
+@pytest.mark.slow
 def test_optimizer_and_validation_flags_are_recorded(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--model", "realnvp", "--data", "moons", "--out", str(out), "--steps", "20",
@@ -57,6 +55,7 @@ def test_optimizer_and_validation_flags_are_recorded(tmp_path, capsys):
     assert "weight_decay" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_npy_run_records_its_split_and_eval_says_what_it_scores(tmp_path, capsys):
     x = np.random.default_rng(0).normal(size=(300, 3))
     data = tmp_path / "table.npy"
@@ -84,6 +83,7 @@ def resflow_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_eval_and_sample_take_solver_options(resflow_run, tmp_path, capsys):
     out = resflow_run
     capsys.readouterr()
@@ -102,6 +102,7 @@ def test_eval_and_sample_take_solver_options(resflow_run, tmp_path, capsys):
     assert not (tmp_path / "t.npy").exists()
 
 
+@pytest.mark.slow
 def test_a_run_made_from_python_is_usable_from_the_cli(tmp_path, capsys):
     out = tmp_path / "py"
     run = train_run("realnvp", "moons", out, steps=10, eval_every=5, checkpoint_every=5,
@@ -118,6 +119,7 @@ def test_a_run_made_from_python_is_usable_from_the_cli(tmp_path, capsys):
     assert read(out / "metrics.json")["steps"] == 15
 
 
+@pytest.mark.slow
 def test_resumed_train_may_change_only_solver_options(resflow_run, capsys):
     base = ["train", "--model", "resflow", "--data", "moons", "--out", str(resflow_run),
             "--steps", "4", "--batch-size", "32", "--quiet", "--opt", "n_blocks=1",
@@ -129,6 +131,7 @@ def test_resumed_train_may_change_only_solver_options(resflow_run, capsys):
     assert "options" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_from_before_the_split_settings_resumes_with_its_own_split(tmp_path, capsys):
     x = np.random.default_rng(1).normal(size=(200, 3))
     data = tmp_path / "table.npy"

@@ -79,10 +79,23 @@ def _harness(case: Case) -> Harness:
     return _HARNESSES[case.name]
 
 
+# The heaviest cases (image models, residual models: seconds of compilation per check) run in the
+# full suite only; ``pytest -m "not slow"`` keeps every bijector and the small vector models.
+SLOW_CASES = {
+    "model_realnvp_image", "model_realnvp_image_digits", "model_glow_small", "model_glow_digits",
+    "model_resflow_vector", "model_iresnet_vector", "model_resflow_image", "model_iresnet_image",
+    "model_nice_image",
+}
+
+
 def _params(cases):
     # one xdist group per case, so with ``--dist loadgroup`` each case is built on one worker
+    def marks(c):
+        group = pytest.mark.xdist_group(c.name)
+        return (group, pytest.mark.slow) if c.name in SLOW_CASES else (group,)
+
     return dict(
-        params=[pytest.param(c, marks=pytest.mark.xdist_group(c.name)) for c in cases],
+        params=[pytest.param(c, marks=marks(c)) for c in cases],
         ids=[c.name for c in cases],
     )
 

@@ -41,6 +41,7 @@ def test_both_forms_start_from_a_rotation():
         np.testing.assert_allclose(ld, 0.0, atol=1e-4)  # |det| of a rotation is 1
 
 
+@pytest.mark.slow
 def test_lu_constants_are_not_trained():
     flow = jm.glow((8, 8, 1), levels=2, steps=1, hidden=8)
     x = jax.random.uniform(jax.random.key(0), (16, 8, 8, 1))
@@ -91,6 +92,7 @@ def _perturbed(flow, x):
     return {**variables, PARAMS: jax.tree.unflatten(tree, leaves)}
 
 
+@pytest.mark.slow
 def test_factored_out_half_uses_the_predicted_mean_and_scale():
     flow = _factor_out_flow()
     x = jax.random.normal(jax.random.key(0), (6, 2, 2, 4))
@@ -114,6 +116,7 @@ def test_factored_out_half_uses_the_predicted_mean_and_scale():
                                rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_temperature_zero_returns_the_prior_means():
     flow = _factor_out_flow()
     x = jax.random.normal(jax.random.key(0), (6, 2, 2, 4))
@@ -126,6 +129,7 @@ def test_temperature_zero_returns_the_prior_means():
     np.testing.assert_allclose(a[..., 2:], mu, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_glow_temperature_zero_is_deterministic_and_finite():
     flow = jm.glow((8, 8, 1), levels=2, steps=1, hidden=8,
                    preprocessing=jm.image_preprocessing(17))
@@ -141,6 +145,7 @@ def test_glow_temperature_zero_is_deterministic_and_finite():
     assert float(jnp.std(warm)) < float(jnp.std(hot))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(4, 4, 2), (8, 8, 1)])
 def test_glow_latent_has_the_data_shape(shape):
     flow = jm.glow(shape, levels=2, steps=1, hidden=4)

@@ -1,43 +1,19 @@
 """Fixed-point inverse of a residual map: convergence, reporting, implicit gradients."""
 
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import contractive_mlp, mlp, randn
 
 from jflows.errors import ConfigError
 from jflows.kernels import FixedPointInfo, banach_iterations, fixed_point_inverse
 
 
-def randn(seed, shape, dtype=jnp.float32):
-    """Standard normal test data from numpy (no JAX compilation in test set-up)."""
-    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
-
-
-def contractive_mlp(seed, d, hidden, lip, dtype=jnp.float32):
-    """g(x) = tanh(x W1 + b1) W2 with ||W1||_2 ||W2||_2 = lip, so Lip(g) <= lip in l2."""
-    rng = np.random.default_rng(seed)
-    w1 = rng.standard_normal((d, hidden))
-    w2 = rng.standard_normal((hidden, d))
-    w1 = w1 / np.linalg.norm(w1, 2) * math.sqrt(lip)
-    w2 = w2 / np.linalg.norm(w2, 2) * math.sqrt(lip)
-    b1 = rng.standard_normal(hidden)
-    return {
-        "w1": jnp.asarray(w1, dtype),
-        "b1": jnp.asarray(b1, dtype),
-        "w2": jnp.asarray(w2, dtype),
-    }
-
-
-def mlp(params):
-    return lambda x: jnp.tanh(x @ params["w1"] + params["b1"]) @ params["w2"]
-
-
 @pytest.mark.parametrize("lip", [0.6, 0.9])
 def test_converges_within_banach_bound(lip):
-    params = contractive_mlp(0, 4, 16, lip)
+    params = contractive_mlp(0, 4, 16, lip, aligned=False)
     g = mlp(params)
     y = 2.0 * randn(1, (8, 4))
     x, info = jax.jit(lambda y: fixed_point_inverse(g, y, atol=1e-5, rtol=1e-5))(y)
@@ -61,7 +37,7 @@ def test_reports_non_convergence():
 
 
 def test_single_event_and_vmap_agree():
-    params = contractive_mlp(2, 3, 8, 0.8)
+    params = contractive_mlp(2, 3, 8, 0.8, aligned=False)
     g = mlp(params)
     y = randn(3, (5, 3))
     batched, _ = fixed_point_inverse(g, y, atol=1e-6, rtol=0.0)
@@ -73,7 +49,7 @@ def test_single_event_and_vmap_agree():
 
 def test_implicit_gradients_match_finite_differences_in_float64():
     with jax.enable_x64(True):
-        params = contractive_mlp(4, 3, 8, 0.8, jnp.float64)
+        params = contractive_mlp(4, 3, 8, 0.8, jnp.float64, aligned=False)
         y = randn(5, (2, 3), jnp.float64)
         cot = randn(6, (2, 3), jnp.float64)
         d_params = jax.tree.map(lambda p: jnp.cos(p + 1.0), params)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.scipy.special import ndtri
+from helpers import contractive_mlp, mlp, randn, z_threshold
 
 from jflows.errors import ConfigError, ShapeError
 from jflows.kernels import (
@@ -24,38 +24,6 @@ from jflows.kernels import (
 )
 
 N_KEYS = 16384
-
-
-def randn(seed, shape, dtype=jnp.float32):
-    """Standard normal test data from numpy (no JAX compilation in test set-up)."""
-    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
-
-
-def z_threshold(m: int, family_alpha: float = 0.01) -> float:
-    """Bonferroni z for ``m`` two-sided comparisons, never below 3 standard errors."""
-    return max(3.0, float(ndtri(1.0 - family_alpha / (2 * m))))
-
-
-def contractive_mlp(seed, d, hidden, lip, dtype=jnp.float32):
-    """Params of g(x) = tanh(x W1 + b1) W2 with ||W1||_2 ||W2||_2 = lip, so Lip(g) <= lip.
-
-    W2 leans towards W1^T so that the series terms are not all tiny (the tests need power).
-    """
-    rng = np.random.default_rng(seed)
-    w1 = rng.standard_normal((d, hidden))
-    w2 = w1.T + 0.5 * rng.standard_normal((hidden, d))
-    w1 = w1 / np.linalg.norm(w1, 2) * math.sqrt(lip)
-    w2 = w2 / np.linalg.norm(w2, 2) * math.sqrt(lip)
-    b1 = 0.3 * rng.standard_normal(hidden)
-    return {
-        "w1": jnp.asarray(w1, dtype),
-        "b1": jnp.asarray(b1, dtype),
-        "w2": jnp.asarray(w2, dtype),
-    }
-
-
-def mlp(params):
-    return lambda x: jnp.tanh(x @ params["w1"] + params["b1"]) @ params["w2"]
 
 
 @jax.jit

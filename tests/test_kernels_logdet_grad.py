@@ -3,48 +3,21 @@
 import functools
 import math
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import contractive_mlp, lipswish, randn, z_threshold
 from jax.flatten_util import ravel_pytree
-from jax.scipy.special import ndtri
 
 from jflows.kernels import event_jacobians, logdet_estimate, logdet_exact, power_series_terms
 
 N_KEYS = 16384
 
 
-def randn(seed, shape, dtype=jnp.float32):
-    """Standard normal test data from numpy (no JAX compilation in test set-up)."""
-    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
-
-
-def z_threshold(m: int, family_alpha: float = 0.01) -> float:
-    """Bonferroni z for ``m`` two-sided comparisons, never below 3 standard errors."""
-    return max(3.0, float(ndtri(1.0 - family_alpha / (2 * m))))
-
-
-def contractive_mlp(seed, d, hidden, lip, dtype=jnp.float32):
-    rng = np.random.default_rng(seed)
-    w1 = rng.standard_normal((d, hidden))
-    w2 = w1.T + 0.5 * rng.standard_normal((hidden, d))
-    w1 = w1 / np.linalg.norm(w1, 2) * math.sqrt(lip)
-    w2 = w2 / np.linalg.norm(w2, 2) * math.sqrt(lip)
-    b1 = 0.3 * rng.standard_normal(hidden)
-    return {
-        "w1": jnp.asarray(w1, dtype),
-        "b1": jnp.asarray(b1, dtype),
-        "w2": jnp.asarray(w2, dtype),
-    }
-
-
-def lipswish(z):
-    return z * jax.nn.sigmoid(z) / 1.1
-
-
 def mlp(params):
-    return lambda x: lipswish(x @ params["w1"] + params["b1"]) @ params["w2"]
+    return helpers.mlp(params, activation=lipswish)
 
 
 def total_estimate(params, x, key, **kw):

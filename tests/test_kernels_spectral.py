@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import randn
 
 from jflows.errors import ConfigError
 from jflows.kernels import (
@@ -26,11 +27,6 @@ from jflows.kernels import (
 )
 
 INF = math.inf
-
-
-def randn(seed, shape, dtype=jnp.float32):
-    """Standard normal test data from numpy (no JAX compilation in test set-up)."""
-    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
 
 
 def explicit_matrix(matvec, input_shape):

@@ -47,6 +47,7 @@ def worst_ratio(flow, variables, x):
     return worst
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 2])
 def test_normalised_layers_respect_the_coefficient_at_init(seed):
     for flow, x in cases(seed):
@@ -55,6 +56,7 @@ def test_normalised_layers_respect_the_coefficient_at_init(seed):
         assert worst_ratio(flow, variables, x) <= 1.0 + ROUNDING
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0])
 def test_normalised_layers_respect_the_coefficient_while_weights_move(seed):
     """Training-like drift: perturb the weights, refresh with the training model's 5

@@ -49,6 +49,7 @@ def _bimodal(n, seed=0):
     return (centre + 0.5 * rng.normal(size=n)).astype(np.float32)[:, None]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resflow", "iresnet"])
 def test_residual_models_train_sample_and_checkpoint_one_dimensional_data(name, tmp_path):
     kw = dict(n_blocks=2, hidden=(16,))

@@ -30,6 +30,7 @@ def test_log_prob_is_base_plus_logdet(trained_like):
     np.testing.assert_allclose(flow.apply(variables, x, method="log_prob"), base + ld, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_sample_and_log_prob_agree(trained_like):
     flow, variables, _ = trained_like
     x, logp = flow.apply(variables, 50, method="sample_and_log_prob",
@@ -53,6 +54,7 @@ def test_wrong_event_shape_is_a_clear_error(trained_like):
         flow.apply(variables, jnp.zeros((4, 3)), method="log_prob")
 
 
+@pytest.mark.slow
 def test_distrax_adapter_log_prob_and_samples(trained_like):
     flow, variables, x = trained_like
     dist = jm.to_distrax(flow, variables)

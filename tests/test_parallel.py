@@ -15,6 +15,8 @@ from conftest import once_per_session
 
 SCRIPTS = pathlib.Path(__file__).parent / "scripts"
 
+pytestmark = pytest.mark.slow  # one subprocess with four virtual devices
+
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):

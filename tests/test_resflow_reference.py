@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import traverse_util
 
 from jflows import models as jm
@@ -78,6 +79,7 @@ def _trained_state():
     return flow, state, x
 
 
+@pytest.mark.slow
 def test_log_prob_and_gradients_equal_the_hand_written_reference():
     flow, state, x = _trained_state()
     lip = state.collections[LIPSCHITZ]

@@ -50,6 +50,7 @@ def test_exact_mode_needs_no_stream():
     assert ld.shape == (4,)
 
 
+@pytest.mark.slow
 def test_power_iteration_state_changes_only_when_mutable():
     block = jb.ResidualBlock(jb.LipschitzMLP((8,)), logdet="exact")
     x = jax.random.normal(jax.random.key(0), (4, 2))
@@ -68,6 +69,7 @@ def test_power_iteration_state_changes_only_when_mutable():
     np.testing.assert_array_equal(out1[0], out2[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "shape"),
     [
@@ -93,6 +95,7 @@ def test_trained_layers_respect_the_coefficient(make, shape):
     assert all(b["converged"] for b in report.blocks)
 
 
+@pytest.mark.slow
 def test_round_trip_of_a_trained_image_model_within_1e5():
     def make(training):
         return jm.resflow((4, 4, 2), n_blocks=2, hidden=8, fc_blocks=1, fc_hidden=(16,),
@@ -125,6 +128,7 @@ def _stiff_setup(on_nonconvergence):
     return block, variables, z
 
 
+@pytest.mark.slow
 def test_nonconverged_inverse_is_reported_in_diagnostics():
     block, variables, z = _stiff_setup("ignore")
     _, sown = block.apply(variables, z, method="inverse", mutable=[DIAGNOSTICS])
@@ -146,6 +150,7 @@ def test_nonconverged_inverse_can_return_nan():
     assert bool(jnp.all(jnp.isnan(x)))
 
 
+@pytest.mark.slow
 def test_roulette_block_is_unbiased_for_the_exact_logdet():
     branch = jb.LipschitzMLP((16,), coeff=0.9, last_init_scale=1.0)
     block = jb.ResidualBlock(branch, logdet="roulette", tail="geometric")
@@ -163,6 +168,7 @@ def test_roulette_block_is_unbiased_for_the_exact_logdet():
     assert bool(jnp.all(se > 0))
 
 
+@pytest.mark.slow
 def test_diagnostics_bound_formula():
     flow = jm.resflow((2,), n_blocks=3, hidden=(8,), training=False)
     x = jax.random.normal(jax.random.key(0), (16, 2))
@@ -175,6 +181,7 @@ def test_diagnostics_bound_formula():
     assert "inversion error" in report.summary()
 
 
+@pytest.mark.slow
 def test_sampling_needs_no_logdet_stream():
     """Sampling only inverts the blocks, so an evaluation model with a stochastic log-det
     (more than 16 dimensions: 20 exact terms plus a tail) samples with the sample stream only."""

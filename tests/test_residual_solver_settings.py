@@ -3,17 +3,14 @@
 import jax
 import jax.numpy as jnp
 import pytest
+from helpers import is_info
 
 import jflows.models as jm
 from jflows.bijectors import ResidualBlock
-from jflows.kernels.fixed_point import FixedPointInfo
 from jflows.names import DIAGNOSTICS, PARAMS, SAMPLE
 
 
-def is_info(a):
-    return isinstance(a, FixedPointInfo)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("factory", [jm.resflow, jm.iresnet])
 def test_factories_pass_solver_settings_to_every_block(factory):
     flow = factory((2,), n_blocks=3, hidden=(8,), training=False, inverse_max_iter=2,

@@ -31,6 +31,7 @@ def run(model, ds, out_dir, steps, **kw):
     return fit(model, model, ds, steps=steps, out_dir=out_dir, **settings)
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_parameters(toy, tmp_path):
     ds, model = toy
     full, history_full = run(model, ds, tmp_path / "full", 40)
@@ -61,6 +62,7 @@ def test_resume_gives_the_same_parameters(toy, tmp_path):
         run(model, ds, split, 60, resume=False)
 
 
+@pytest.mark.slow
 def test_fit_on_images_reports_bits_per_dim(tmp_path):
     ds = load_dataset("digits")
     model = realnvp(ds.event_shape, n_levels=1, n_checkerboard=1, conv_hidden=8,
@@ -77,6 +79,7 @@ def test_fit_on_images_reports_bits_per_dim(tmp_path):
     assert paths == [str(tmp_path / "samples.png")] and os.path.getsize(paths[0]) > 0
 
 
+@pytest.mark.slow
 def test_2d_pictures(toy, tmp_path):
     ds, model = toy
     state = create_train_state(model, optax.adam(1e-3), ds.train[:500], jax.random.key(0))

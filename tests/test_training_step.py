@@ -46,6 +46,7 @@ def batches(x, size, n):
     return [x[rng.integers(0, len(x), size)] for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_train_step_reduces_loss(toy, trainer):
     ds, model = toy
     opt, step, evaluate = trainer
@@ -76,6 +77,7 @@ def test_nonfinite_batch_leaves_state_unchanged(toy, trainer):
     assert not tree_equal(state.params, params)
 
 
+@pytest.mark.slow
 def test_no_recompilation_between_steps(toy):
     ds, model = toy
     schedule = optax.cosine_decay_schedule(1e-3, 10)
@@ -145,6 +147,7 @@ def test_collections_refresh_once_per_step_and_eval_discards():
     assert nll.shape == (64,) and count(state) == 3
 
 
+@pytest.mark.slow
 def test_eval_step_is_negative_log_prob(toy, trainer):
     ds, model = toy
     opt, _, evaluate = trainer

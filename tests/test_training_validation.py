@@ -45,6 +45,7 @@ def test_split_validation_is_disjoint_and_seeded():
     assert len(split_validation(100, 0.0, seed=3)[1]) == 0
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_and_restores_the_best_step(small_table, tmp_path):
     out = tmp_path / "run"
     run = train_run(
@@ -82,6 +83,7 @@ def test_early_stopping_keeps_and_restores_the_best_step(small_table, tmp_path):
     assert strict_load(out / "metrics.json")["steps"] == metrics["steps"]
 
 
+@pytest.mark.slow
 def test_validation_resume_equals_uninterrupted(small_table, tmp_path):
     settings = dict(steps=60, lr=1e-2, eval_every=10, checkpoint_every=20, batch_size=32,
                     schedule="constant",
@@ -97,6 +99,7 @@ def test_validation_resume_equals_uninterrupted(small_table, tmp_path):
         tmp_path / "split" / "metrics.json")["best_step"]
 
 
+@pytest.mark.slow
 def test_nonfinite_run_raises_after_writing_strict_json(tmp_path):
     ds = load_dataset("moons", n_train=500, n_test=100)
     flow = realnvp((2,), n_couplings=2, hidden=(8,),
