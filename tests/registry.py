@@ -87,6 +87,9 @@ CASES = [
     Case("model_nice_vector", lambda: jm.nice((4,), hidden=(8,), dtype=DT), V),
     Case("model_nice_image", lambda: jm.nice(IMG, hidden=(8,), dtype=DT), IMG),
     Case("model_realnvp_vector", lambda: jm.realnvp((4,), hidden=(8,), actnorm=True, dtype=DT), V),
+    # a learned diagonal Gaussian base (DiagonalGaussian) under a coupling flow
+    Case("model_realnvp_vector_diagonal_base", lambda: jm.realnvp(
+        (4,), hidden=(8,), base="diagonal", dtype=DT), V),
     Case("model_realnvp_vector_pre", lambda: jm.realnvp(
         (2,), hidden=(8,), preprocessing=jm.vector_preprocessing((1.0, -1.0), (2.0, 0.5)),
         dtype=DT), (2,)),
