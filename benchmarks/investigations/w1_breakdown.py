@@ -31,14 +31,14 @@ import resource
 import tempfile
 import time
 
-import common as C
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from w1_resflow2d import COEFF, DIMS, N_BLOCKS, N_EXACT
 
-from jflows import models as jm
+from benchmarks.harness import common as C
+from benchmarks.harness.report import machine_header
+from benchmarks.workloads.w1_resflow2d import jflows_flow
 from jflows.training import create_train_state, make_train_step
 
 
@@ -76,20 +76,26 @@ def micro_kernels() -> None:
         return [jax.grad(loss_out_in)(w_out_in, h, c) for h, c in zip(hs, cts)]
 
     t_mm = per_call_us(matmul, hs)
-    print(f"  matmul 500x128 @ 128x128: {t_mm:.1f} us ({2 * 500 * 128 * 128 / t_mm / 1e3:.0f} "
-          "GFLOP/s)")
+    print(
+        f"  matmul 500x128 @ 128x128: {t_mm:.1f} us ({2 * 500 * 128 * 128 / t_mm / 1e3:.0f} "
+        "GFLOP/s)"
+    )
     print(f"  elementwise multiply 500x128: {per_call_us(multiply, hs):.1f} us")
-    print(f"  weight gradient of 128 -> 2, kernel stored (in, out): "
-          f"{per_call_us(jax.jit(grad_in_out), hs, cts):.1f} us")
-    print(f"  weight gradient of 128 -> 2, kernel stored (out, in): "
-          f"{per_call_us(jax.jit(grad_out_in), hs, cts):.1f} us")
+    print(
+        f"  weight gradient of 128 -> 2, kernel stored (in, out): "
+        f"{per_call_us(jax.jit(grad_in_out), hs, cts):.1f} us"
+    )
+    print(
+        f"  weight gradient of 128 -> 2, kernel stored (out, in): "
+        f"{per_call_us(jax.jit(grad_out_in), hs, cts):.1f} us"
+    )
 
 
 def median_step_ms(remat: bool, train, idx, keys, n: int = 40) -> float:
     """Median time of ``n`` W1 steps (after 5 warm-up steps) with ``remat_surrogate=remat``."""
-    flow = w1_flow(remat_surrogate=remat)
+    flow = jflows_flow(remat_surrogate=remat)
     opt = optax.adam(1e-3)
-    state = create_train_state(flow, opt, train[idx[0]], jax.random.key(C.SEED))
+    state = create_train_state(flow, opt, train[idx[0]], jax.random.key(0))
     step = make_train_step(flow, opt)
     times = []
     for i in range(5 + n):
@@ -100,23 +106,17 @@ def median_step_ms(remat: bool, train, idx, keys, n: int = 40) -> float:
     return float(np.median(times[5:])) * 1e3
 
 
-def w1_flow(**kw):
-    return jm.resflow((2,), n_blocks=N_BLOCKS, hidden=DIMS[1:-1], coeff=COEFF, actnorm=False,
-                      last_init_scale=1e-3, power_iterations=5, tail="geometric",
-                      n_exact_terms=N_EXACT, **kw)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=20, help="profiled steps")
     args = p.parse_args()
-    print(C.machine_header())
+    print(machine_header())
     train, _ = C.toy_pools("moons")
     n_idx = max(10 + args.steps, 45)
     idx, keys = C.index_table(len(train), n_idx, C.BATCH_2D), C.step_keys(n_idx)
-    flow = w1_flow()
+    flow = jflows_flow()
     opt = optax.adam(1e-3)
-    state = create_train_state(flow, opt, train[idx[0]], jax.random.key(C.SEED))
+    state = create_train_state(flow, opt, train[idx[0]], jax.random.key(0))
     step = make_train_step(flow, opt)
 
     x, key = train[idx[0]], keys[0]
@@ -133,8 +133,10 @@ def main() -> None:
     state, metrics = compiled(state, x, key)
     float(metrics["loss"])
     t4 = time.perf_counter()
-    print(f"\nfirst step: trace {t1 - t0:.2f} s, lower {t2 - t1:.2f} s, compile {t3 - t2:.2f} s, "
-          f"run {t4 - t3:.3f} s; compile used {compile_cpu:.2f} s of CPU")
+    print(
+        f"\nfirst step: trace {t1 - t0:.2f} s, lower {t2 - t1:.2f} s, compile {t3 - t2:.2f} s, "
+        f"run {t4 - t3:.3f} s; compile used {compile_cpu:.2f} s of CPU"
+    )
 
     for i in range(1, 10):
         state, metrics = step(state, train[idx[i]], keys[i])
@@ -155,11 +157,16 @@ def main() -> None:
         name = e.get("name", "")
         if e.get("ph") != "X" or name.startswith(("$", "Thunk", "while", "Pjit", "np.", "Common")):
             continue
-        kind = "matmul fusions" if "ynn" in name or "xnn" in name else (
-            "dots" if name.startswith("dot") else "other kernels")
+        kind = (
+            "matmul fusions"
+            if "ynn" in name or "xnn" in name
+            else ("dots" if name.startswith("dot") else "other kernels")
+        )
         total[kind] += e.get("dur", 0)
-    print(f"\nprofile of {args.steps} steps: {wall * 1e3:.1f} ms/step wall (kernels overlap on "
-          "two cores, so their sum can exceed it)")
+    print(
+        f"\nprofile of {args.steps} steps: {wall * 1e3:.1f} ms/step wall (kernels overlap on "
+        "two cores, so their sum can exceed it)"
+    )
     for kind in ("matmul fusions", "dots", "other kernels"):
         print(f"  {kind}: {total[kind] / args.steps / 1e3:.1f} ms/step")
     print("\nNeumann-gradient estimator, median of 40 steps")

@@ -35,9 +35,11 @@ from __future__ import annotations
 import argparse
 import time
 
-import common as C
 import numpy as np
-import w1_resflow2d as W1
+
+from benchmarks.harness import common as C
+from benchmarks.harness.report import machine_header
+from benchmarks.workloads import w1_resflow2d as W1
 
 KINDS = ("w", "b", "beta")
 
@@ -76,8 +78,11 @@ def normflows_blocks(
         net = flows[len(flows) - 1 - b].iresblock.nnet.net
         blocks.append(
             [
-                dict(w=get(net[2 * i + 1].weight), b=get(net[2 * i + 1].bias),
-                     beta=get(net[2 * i].beta).reshape(()))
+                dict(
+                    w=get(net[2 * i + 1].weight),
+                    b=get(net[2 * i + 1].bias),
+                    beta=get(net[2 * i].beta).reshape(()),
+                )
                 for i in range(len(W1.DIMS) - 1)
             ]
         )
@@ -115,8 +120,9 @@ class DrawRecorder:
 
         def wrapped(*args, **kwargs):
             value = fn(*args, **kwargs)
-            jax.debug.callback(lambda a: self.recorded.append((kind, np.asarray(a))), value,
-                               ordered=True)
+            jax.debug.callback(
+                lambda a: self.recorded.append((kind, np.asarray(a))), value, ordered=True
+            )
             return value
 
         return wrapped
@@ -125,8 +131,9 @@ class DrawRecorder:
         probes = [a for kind, a in self.recorded if kind == "probe"]
         lengths = [int(a) for kind, a in self.recorded if kind == "length"]
         if len(probes) != n_blocks or len(lengths) != n_blocks:
-            raise SystemExit(f"expected {n_blocks} draws of each kind, got {len(probes)}, "
-                             f"{len(lengths)}")
+            raise SystemExit(
+                f"expected {n_blocks} draws of each kind, got {len(probes)}, {len(lengths)}"
+            )
         for n, v in zip(lengths, probes):
             self.queue += [("length", n), ("probe", v)]
         self.recorded.clear()
@@ -176,11 +183,10 @@ def main() -> None:
     import optax
     import torch
 
-    from jflows import models as jm
     from jflows.names import LIPSCHITZ, PARAMS
     from jflows.training import create_train_state, evaluate_nll, make_eval_step, make_train_step
 
-    print(C.machine_header())
+    print(machine_header())
     print(f"W1 from seed {args.seed}'s {args.start} initial weights, {args.data}\n")
     draws = record_jflows_draws() if roulette else None
     torch.manual_seed(args.seed)
@@ -193,13 +199,9 @@ def main() -> None:
     else:  # normflows' own initial weights, copied into jflows
         blocks = normflows_blocks(flows, vectors=True)
 
-    kw = dict(
-        n_blocks=W1.N_BLOCKS, hidden=W1.DIMS[1:-1], coeff=W1.COEFF, actnorm=False,
-        last_init_scale=1e-3, power_iterations=5, tail="geometric", n_exact_terms=W1.N_EXACT,
-    )
-    flow = jm.resflow((2,), **kw, logdet="exact")
-    train_flow = jm.resflow((2,), **kw) if roulette else flow
-    eval_flow = jm.resflow((2,), **kw, training=False)
+    flow = W1.jflows_flow(logdet="exact")
+    train_flow = W1.jflows_flow() if roulette else flow
+    eval_flow = W1.jflows_flow(training=False)
     opt = optax.adam(W1.LR)
     state = create_train_state(flow, opt, train[idx[0]], jax.random.key(args.seed))
     state = W1.load_into_jflows(state, blocks, opt)
@@ -220,8 +222,10 @@ def main() -> None:
     loss_t.backward()
     print(f"1. loss of one batch: jflows {float(loss_j):.7f}, normflows {loss_t.item():.7f}")
     diffs = relative_differences(jflows_blocks(grads_j), normflows_blocks(flows, grads=True))
-    print("   gradients, max |difference| / max |normflows|: "
-          + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
+    print(
+        "   gradients, max |difference| / max |normflows|: "
+        + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items())
+    )
 
     # 2. lockstep training
     what = "the same probes and roulette lengths" if roulette else "the exact log-det"
@@ -250,8 +254,10 @@ def main() -> None:
     nll_j = float(np.mean(evaluate_nll(make_eval_step(eval_flow), state, test, C.N_TEST)))
     model.eval()
     nll_t = float(-model.log_prob(torch.from_numpy(test)).detach().mean())
-    print(f"\ntest NLL after {args.steps} steps: jflows {nll_j:.4f}, normflows {nll_t:.4f} "
-          f"({time.perf_counter() - start:.0f} s)")
+    print(
+        f"\ntest NLL after {args.steps} steps: jflows {nll_j:.4f}, normflows {nll_t:.4f} "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -59,12 +59,16 @@ def losses(layer, n_layers):
 def main() -> None:
     print(f"{platform.machine()}, jax {jax.__version__}, devices {jax.devices()}")
     keys = jax.random.split(jax.random.key(0), 6)
-    conv_p = (0.1 * jax.random.normal(keys[0], (4, 3, 3, 4, 64)),
-              0.1 * jax.random.normal(keys[1], (4, 3, 3, 64, 4)))
+    conv_p = (
+        0.1 * jax.random.normal(keys[0], (4, 3, 3, 4, 64)),
+        0.1 * jax.random.normal(keys[1], (4, 3, 3, 64, 4)),
+    )
     conv_x = jax.random.normal(keys[2], (64, 4, 4, 4))
-    dense_p = (0.1 * jax.random.normal(keys[3], (10, 2, 128)),
-               0.05 * jax.random.normal(keys[4], (10, 128, 128)),
-               0.01 * jax.random.normal(keys[5], (10, 128, 2)))
+    dense_p = (
+        0.1 * jax.random.normal(keys[3], (10, 2, 128)),
+        0.05 * jax.random.normal(keys[4], (10, 128, 128)),
+        0.01 * jax.random.normal(keys[5], (10, 128, 2)),
+    )
     dense_x = jax.random.normal(keys[0], (500, 2))
     print(f"{'layers':36s} {'python loop':>12s} {'scan':>8s} {'scan unroll':>12s}  (ms per grad)")
     for name, layer, n, p, x in (

@@ -1,6 +1,6 @@
 """W1: 2-D Residual Flow training step, jflows against normflows and hand-written JAX.
 
-    python benchmarks/w1_resflow2d.py --data moons --steps 2000 [--stacks jflows handjax]
+    python -m benchmarks.workloads.w1_resflow2d --data moons --steps 2000 [--stacks jflows handjax]
 
 10 blocks ``x + g(x)``, ``g`` = LipSwish before each linear layer of an MLP 2-128-128-2 with
 spectral normalisation (coefficient 0.97, stored power-iteration vectors refreshed with 5
@@ -20,16 +20,14 @@ its own (same law, different numbers).
 from __future__ import annotations
 
 import math
-import os
-import time
 
-import common as C
 import numpy as np
 
+from benchmarks.harness import common as C
+from benchmarks.harness import report
+from benchmarks.harness.workload import Stack, Task, Workload, main
+
 COEFF, N_EXACT, GEOM_P, LR, N_BLOCKS, DIMS = 0.97, 2, 0.5, 1e-3, 10, (2, 128, 128, 2)
-STACKS = ("jflows", "normflows", "handjax")
-LABELS = {"handjax": "hand-written JAX"}
-INIT = "shared"  # --init
 INIT_POWER_ITERATIONS = 200
 
 
@@ -137,17 +135,11 @@ def load_into_normflows(flows, blocks) -> None:
                 swish.beta.fill_(float(layer["beta"]))
 
 
-def run_jflows(data: str, steps: int) -> dict:
-    import jax
-    import optax
-
+def jflows_flow(**kw):
+    """The W1 flow of jflows (``jflows.models.resflow``); ``kw`` adds or overrides options."""
     from jflows import models as jm
-    from jflows.training import create_train_state, evaluate_nll, make_eval_step, make_train_step
 
-    train, test = C.toy_pools(data)
-    idx, keys = C.index_table(len(train), steps, C.BATCH_2D), C.step_keys(steps)
-    start = time.perf_counter()
-    kw = dict(
+    options = dict(
         n_blocks=N_BLOCKS,
         hidden=DIMS[1:-1],
         coeff=COEFF,
@@ -157,73 +149,52 @@ def run_jflows(data: str, steps: int) -> dict:
         tail="geometric",
         n_exact_terms=N_EXACT,
     )
-    flow, eval_flow = jm.resflow((2,), **kw), jm.resflow((2,), **kw, training=False)
-    opt = optax.adam(LR)
-    state = create_train_state(flow, opt, train[idx[0]], jax.random.key(C.SEED))
-    if INIT == "shared":
-        state = load_into_jflows(state, shared_init(C.SEED), opt)
-    step = make_train_step(flow, opt)
-    setup_s = time.perf_counter() - start
-
-    def one(i):
-        nonlocal state
-        state, metrics = step(state, train[idx[i]], keys[i])
-        return float(metrics["loss"])
-
-    times, losses = C.train_loop(one, steps)
-    res = C.summary(times, losses, setup_s=setup_s, params=C.count_params(state.params))
-    nll = evaluate_nll(make_eval_step(eval_flow), state, test, C.N_TEST)
-    res["test"] = float(np.mean(nll))
-    return res
+    return jm.resflow((2,), **{**options, **kw})
 
 
-def run_normflows(data: str, steps: int) -> dict:
+def build_jflows(task: Task):
+    from benchmarks.harness.jax_runner import jflows_model
+
+    def shared(state, opt):
+        return load_into_jflows(state, shared_init(task.seed), opt)
+
+    return jflows_model(
+        task,
+        jflows_flow(),
+        eval_flow=jflows_flow(training=False),
+        init=shared if task.args.init == "shared" else None,
+    )
+
+
+def build_normflows(task: Task):
     import normflows as nf
     import torch
 
-    torch.manual_seed(C.SEED)
-    np.random.seed(C.SEED)  # normflows draws the roulette lengths from numpy's global state
-    train, test = C.toy_pools(data)
-    idx = C.index_table(len(train), steps, C.BATCH_2D)
-    start = time.perf_counter()
+    from benchmarks.harness.torch_runner import TorchModel
+
     flows = normflows_blocks()
-    if INIT == "shared":
-        load_into_normflows(flows, shared_init(C.SEED))
+    if task.args.init == "shared":
+        load_into_normflows(flows, shared_init(task.seed))
     model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    setup_s = time.perf_counter() - start
 
-    def one(i):
-        x = torch.from_numpy(train[idx[i]])
-        opt.zero_grad()
-        loss = model.forward_kld(x)
-        if torch.isfinite(loss):
-            loss.backward()
-            opt.step()
-        nf.utils.update_lipschitz(model, 5)
-        return loss.item()
+    def test(model) -> float:  # in eval mode every 2-D block uses the brute-force 2x2 log-det
+        return float(-model.log_prob(torch.from_numpy(task.test)).detach().mean())
 
-    times, losses = C.train_loop(one, steps)
-    res = C.summary(
-        times,
-        losses,
-        setup_s=setup_s,
-        params=sum(p.numel() for p in model.parameters()),
-        torch_threads=torch.get_num_threads(),
+    return TorchModel(
+        model=model, test=test, after_step=lambda: nf.utils.update_lipschitz(model, 5)
     )
-    model.eval()  # every 2-D block switches to the brute-force 2x2 log-det
-    res["test"] = float(-model.log_prob(torch.from_numpy(test)).detach().mean())
-    return res
 
 
 # ------------------------------------------------------------- hand-written JAX (no library)
 
 
-def run_handjax(data: str, steps: int) -> dict:
+def build_handjax(task: Task):
     import jax
     import jax.numpy as jnp
     import optax
     from jax import lax
+
+    from benchmarks.harness.jax_runner import JaxModel
 
     sg = lax.stop_gradient
 
@@ -306,7 +277,7 @@ def run_handjax(data: str, steps: int) -> dict:
             total = total + logdet
         return -jnp.mean(base_log_prob(z) + total)
 
-    opt = optax.adam(LR)
+    opt = optax.adam(task.lr)
 
     @jax.jit
     def step(params, lip, opt_state, x, key):
@@ -324,35 +295,26 @@ def run_handjax(data: str, steps: int) -> dict:
             z = z + g(params[b], lip[b], z)
         return -(base_log_prob(z) + total)
 
-    train, test = C.toy_pools(data)
-    idx, keys = C.index_table(len(train), steps, C.BATCH_2D), C.step_keys(steps)
-    start = time.perf_counter()
-    if INIT == "shared":
-        blocks = shared_init(C.SEED)
+    if task.args.init == "shared":
+        blocks = shared_init(task.seed)
         params = [[{k: jnp.asarray(a[k]) for k in ("w", "b", "beta")} for a in b] for b in blocks]
         lip = [[{k: jnp.asarray(a[k]) for k in ("u", "v")} for a in b] for b in blocks]
     else:
-        params, lip = jax.jit(init)(jax.random.key(C.SEED))
-    opt_state = opt.init(params)
-    jax.block_until_ready(lip)
-    setup_s = time.perf_counter() - start
-    state = (params, lip, opt_state)
+        params, lip = jax.jit(init)(jax.random.key(task.seed))
 
-    def one(i):
-        nonlocal state
-        *new, loss = step(*state, train[idx[i]], keys[i])
-        state = tuple(new)
-        return float(loss)
+    def train_step(state, x, key):
+        *new, loss = step(*state, x, key)
+        return tuple(new), loss
 
-    times, losses = C.train_loop(one, steps)
-    res = C.summary(times, losses, setup_s=setup_s, params=C.count_params(state[0]))
-    res["test"] = float(np.mean(test_nll(state[0], state[1], test)))
-    return res
+    return JaxModel(
+        state=(params, lip, opt.init(params)),
+        step=train_step,
+        test=lambda state: float(np.mean(test_nll(state[0], state[1], task.test))),
+        params=lambda state: state[0],
+    )
 
 
-def main() -> None:
-    global INIT
-    p = C.parser(__doc__, 2000, ("moons", "8gaussians"), STACKS)
+def options(p) -> None:
     p.add_argument(
         "--init",
         default="shared",
@@ -360,27 +322,40 @@ def main() -> None:
         help="shared: every stack starts from the same numpy-drawn weights (per --seed); "
         "own: each stack draws its own initialisation",
     )
-    args = p.parse_args()
-    INIT = args.init
-    if args.worker:
-        C.worker({"jflows": run_jflows, "normflows": run_normflows, "handjax": run_handjax}, args)
-        return
-    print(C.machine_header())
-    print(
+
+
+def goals(results: dict[str, dict]) -> list[str]:
+    jf = results.get("jflows", {})
+    first = jf.get("first_ms") / 1e3 if jf.get("status") == "ok" else None
+    return [
+        report.goal_line("normflows / jflows ms/step", report.speedup(results, "normflows"), 3.0),
+        report.goal_line(
+            "hand-written JAX / jflows ms/step", report.speedup(results, "handjax"), 1.25
+        ),
+        report.goal_line("jflows first step s", first, 3.0, higher_is_better=False),
+    ]
+
+
+WORKLOAD = Workload(
+    doc=__doc__,
+    stacks={
+        "jflows": Stack(build_jflows, "jax"),
+        "normflows": Stack(build_normflows, "torch"),
+        "handjax": Stack(build_handjax, "jax", "hand-written JAX"),
+    },
+    data=("moons", "8gaussians"),
+    steps=2000,
+    batch=C.BATCH_2D,
+    lr=LR,
+    pools=C.toy_pools,
+    title=lambda args: (
         f"W1 resflow-2d: {N_BLOCKS} blocks, MLP {'-'.join(map(str, DIMS))}, batch "
         f"{C.BATCH_2D}, {args.steps} steps; median over steps {C.WARMUP + 1}-{args.steps}; "
         f"seed {args.seed}; {args.init} initial weights"
-    )
-    for data in args.data:
-        results = C.run_stacks(os.path.abspath(__file__), args, data, ["--init", args.init])
-        print(f"\n{data}")
-        C.print_table(*C.standard_rows(results, LABELS, "test NLL"))
-        jf = results.get("jflows", {})
-        print(C.goal_line("normflows / jflows ms/step", C.speedup(results, "normflows"), 3.0))
-        print(C.goal_line("hand-written JAX / jflows ms/step", C.speedup(results, "handjax"), 1.25))
-        first = jf.get("first_ms") / 1e3 if jf.get("status") == "ok" else None
-        print(C.goal_line("jflows first step s", first, 3.0, higher_is_better=False))
-
+    ),
+    goals=goals,
+    options=options,
+)
 
 if __name__ == "__main__":
-    main()
+    main(WORKLOAD)

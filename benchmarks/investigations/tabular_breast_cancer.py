@@ -40,8 +40,22 @@ def save_table(directory: str) -> str:
 
 def run_jflows(path: str, seed: int, out: str, extra: list[str]) -> dict:
     """``jflows train`` with its defaults; returns metrics.json plus the config's split."""
-    args = [sys.executable, "-m", "jflows.cli", "train", "--model", "realnvp", "--data", path,
-            "--out", out, "--seed", str(seed), "--quiet", *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "jflows.cli",
+        "train",
+        "--model",
+        "realnvp",
+        "--data",
+        path,
+        "--out",
+        out,
+        "--seed",
+        str(seed),
+        "--quiet",
+        *extra,
+    ]
     started = time.perf_counter()
     result = subprocess.run(args, capture_output=True, text=True)
     if result.returncode != 0:
@@ -68,8 +82,9 @@ def run_flowjax(x_train: np.ndarray, x_test: np.ndarray, mean, std, seed: int) -
     dims = x_train.shape[1]
     flow = coupling_flow(key, base_dist=Normal(jnp.zeros(dims)), transformer=Affine())
     started = time.perf_counter()
-    flow, losses = fit_to_data(train_key, flow, jnp.asarray((x_train - mean) / std),
-                               show_progress=False)
+    flow, losses = fit_to_data(
+        train_key, flow, jnp.asarray((x_train - mean) / std), show_progress=False
+    )
     log_p = flow.log_prob(jnp.asarray((x_test - mean) / std)) - np.sum(np.log(std))
     return {
         "test_nll": float(-np.mean(np.asarray(log_p, np.float64))),
@@ -82,8 +97,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", help="directory for the table and the runs (default: temp)")
-    parser.add_argument("--jflows-arg", action="append", default=[],
-                        help="extra argument of jflows train (repeat), e.g. --jflows-arg=--lr")
+    parser.add_argument(
+        "--jflows-arg",
+        action="append",
+        default=[],
+        help="extra argument of jflows train (repeat), e.g. --jflows-arg=--lr",
+    )
     args = parser.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="jflows_bc_")
     os.makedirs(work, exist_ok=True)
@@ -102,24 +121,32 @@ def main() -> None:
         rows.append((seed, jf, fj))
 
     first = rows[0][1]
-    print(f"breast cancer: {first['n_train'] + first['n_test']} rows x {first['dims']} columns; "
-          f"split per seed: {first['n_train']} training rows for both (jflows: "
-          f"{first['n_fit']} fit + {first['n_val']} validation), {first['n_test']} test rows "
-          f"scored by both")
+    print(
+        f"breast cancer: {first['n_train'] + first['n_test']} rows x {first['dims']} columns; "
+        f"split per seed: {first['n_train']} training rows for both (jflows: "
+        f"{first['n_fit']} fit + {first['n_val']} validation), {first['n_test']} test rows "
+        f"scored by both"
+    )
     print("test NLL in nats per row of the raw table (lower is better)")
-    head = (f"{'seed':>4}  {'jflows RealNVP (CLI)':>20}  {'val NLL':>8}  {'best/steps':>10}  "
-            f"{'s':>5}  {'flowjax coupling':>16}  {'epochs':>6}  {'s':>5}")
+    head = (
+        f"{'seed':>4}  {'jflows RealNVP (CLI)':>20}  {'val NLL':>8}  {'best/steps':>10}  "
+        f"{'s':>5}  {'flowjax coupling':>16}  {'epochs':>6}  {'s':>5}"
+    )
     print(head)
     print("-" * len(head))
     for seed, jf, fj in rows:
-        print(f"{seed:>4}  {jf['test_nll']:>20.2f}  {jf['val_nll']:>8.2f}  "
-              f"{str(jf['best_step']) + '/' + str(jf['steps']):>10}  {jf['seconds']:>5.0f}  "
-              f"{fj['test_nll']:>16.2f}  {fj['epochs']:>6}  {fj['seconds']:>5.0f}")
+        print(
+            f"{seed:>4}  {jf['test_nll']:>20.2f}  {jf['val_nll']:>8.2f}  "
+            f"{str(jf['best_step']) + '/' + str(jf['steps']):>10}  {jf['seconds']:>5.0f}  "
+            f"{fj['test_nll']:>16.2f}  {fj['epochs']:>6}  {fj['seconds']:>5.0f}"
+        )
     jmean = np.mean([jf["test_nll"] for _, jf, _ in rows])
     fmean = np.mean([fj["test_nll"] for _, _, fj in rows])
     print(f"{'mean':>4}  {jmean:>20.2f}  {'':>8}  {'':>10}  {'':>5}  {fmean:>16.2f}")
-    print(f"command: jflows train --model realnvp --data {path} --seed S "
-          f"{' '.join(args.jflows_arg)}".rstrip())
+    print(
+        f"command: jflows train --model realnvp --data {path} --seed S "
+        f"{' '.join(args.jflows_arg)}".rstrip()
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,14 @@ def step_memory(
     n_terms: int, gradient: str, size: int, blocks: int, batch: int, remat: bool = True
 ) -> tuple:
     flow = jm.resflow(
-        (size, size, 1), n_blocks=blocks, hidden=32, fc_blocks=0, logdet="series",
-        n_exact_terms=n_terms, gradient=gradient, remat_surrogate=remat,
+        (size, size, 1),
+        n_blocks=blocks,
+        hidden=32,
+        fc_blocks=0,
+        logdet="series",
+        n_exact_terms=n_terms,
+        gradient=gradient,
+        remat_surrogate=remat,
     )
     x = jax.random.uniform(jax.random.key(0), (batch, size, size, 1))
     opt = optax.adam(1e-3)
@@ -62,11 +68,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--depths", type=int, nargs=2, default=(10, 100))
     args = parser.parse_args()
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, "
-          f"devices {jax.devices()}, jax {jax.__version__}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, "
+        f"devices {jax.devices()}, jax {jax.__version__}"
+    )
 
-    print(f"\n1. peak memory of one training step, resflow {args.image}x{args.image}x1, "
-          f"{args.blocks} blocks/scale, batch {args.batch}")
+    print(
+        f"\n1. peak memory of one training step, resflow {args.image}x{args.image}x1, "
+        f"{args.blocks} blocks/scale, batch {args.batch}"
+    )
     print(f"{'gradient':>17s} {'terms':>6s} {'temp MiB':>10s} {'total MiB':>10s}")
     results = {}
     for gradient, remat in (("neumann", True), ("neumann", False), ("backprop", True)):
@@ -77,15 +87,19 @@ def main() -> None:
             print(f"{label:>17s} {n:6d} {temp / 2**20:10.2f} {total / 2**20:10.2f}")
     results = {k[:2]: v for k, v in results.items() if k[2]}
     ratio = results["neumann", 16] / results["neumann", 2]
-    print(f"neumann 16/2 terms: {ratio:.3f} (goal <= 1.15); backprop 16/2: "
-          f"{results['backprop', 16] / results['backprop', 2]:.3f}")
+    print(
+        f"neumann 16/2 terms: {ratio:.3f} (goal <= 1.15); backprop 16/2: "
+        f"{results['backprop', 16] / results['backprop', 2]:.3f}"
+    )
 
     small, large = args.depths
     print(f"\n2. compile time of the training step, 2-D resflow, {small} vs {large} blocks")
     t_small = compile_seconds(small)
     t_large = compile_seconds(large)
-    print(f"{small:4d} blocks: {t_small:6.2f} s\n{large:4d} blocks: {t_large:6.2f} s\n"
-          f"ratio {t_large / t_small:.3f} (goal <= 1.5)")
+    print(
+        f"{small:4d} blocks: {t_small:6.2f} s\n{large:4d} blocks: {t_large:6.2f} s\n"
+        f"ratio {t_large / t_small:.3f} (goal <= 1.5)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,132 @@
+"""Data pools, batch tables and step timing shared by every stack of the workloads W1-W3.
+
+Data pools, the batch index table and the test dequantization draws are built from fixed seeds
+in each process, so every stack sees the same batches in the same order and is scored on the
+same points. Timed per step: batch gather from the pool, forward, backward, optimiser update
+(plus the spectral-norm refresh in W1) and pulling the loss to the host (``float(loss)`` /
+``loss.item()``). Reported: median over the steps after the first 5, p10/p90, the first step
+(JAX: trace + compile), peak RSS after training and at the end (after the test evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+N_TRAIN, N_TEST, BATCH_2D = 100_000, 5_000, 500
+BATCH_DIGITS, DIGITS_LEVELS, DIGITS_DIMS = 64, 17, 64
+INDEX_SEED, DEQUANT_SEED, TEST_DRAWS = 1234, 4321, 8
+WARMUP = 5
+
+
+# ---------------------------------------------------------------- data
+
+
+def toy_pools(name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Train pool (100 000) and test set (5 000) of ``moons`` or ``8gaussians``, float32.
+
+    ``moons`` is ``make_moons(noise=0.05)`` standardised with the train pool's mean/std;
+    ``8gaussians`` is FFJORD's set from ``jflows.data.sample_toy`` (not standardised).
+    """
+    if name == "moons":
+        from sklearn.datasets import make_moons
+
+        train = make_moons(N_TRAIN, noise=0.05, random_state=seed)[0]
+        test = make_moons(N_TEST, noise=0.05, random_state=seed + 1)[0]
+        mean, std = train.mean(axis=0), train.std(axis=0)
+        train, test = (train - mean) / std, (test - mean) / std
+    elif name == "8gaussians":
+        from jflows.data import sample_toy
+
+        train, test = sample_toy(name, N_TRAIN, seed), sample_toy(name, N_TEST, seed + 1)
+    else:
+        raise SystemExit(f"unknown 2-D data {name!r}; use moons or 8gaussians")
+    return np.ascontiguousarray(train, np.float32), np.ascontiguousarray(test, np.float32)
+
+
+def digits_pools() -> tuple[np.ndarray, np.ndarray]:
+    """The fixed 1500/297 split of sklearn's digits, uint8 levels 0..16, shape (N, 8, 8, 1)."""
+    from jflows.data import load_dataset
+
+    ds = load_dataset("digits")
+    return ds.train, ds.test
+
+
+def index_table(n_pool: int, steps: int, batch: int, seed: int = INDEX_SEED) -> np.ndarray:
+    """``(steps, batch)`` row indices: consecutive epochs of fixed permutations, chunked."""
+    rng = np.random.default_rng(seed)
+    need = steps * batch
+    perms = [rng.permutation(n_pool) for _ in range(-(-need // n_pool))]
+    return np.concatenate(perms)[:need].reshape(steps, batch)
+
+
+def dequant_draws(levels_u8: np.ndarray, n: int = TEST_DRAWS) -> np.ndarray:
+    """``n`` fixed dequantizations ``k + u`` (level units, float32), shape ``(n, *x.shape)``."""
+    u = np.random.default_rng(DEQUANT_SEED).random((n, *levels_u8.shape))
+    k = levels_u8.astype(np.float64)[None]
+    return np.minimum(k + u, np.nextafter(k + 1.0, 0.0)).astype(np.float32)
+
+
+def nll_in_levels(nll_unit: float, dims: int = DIGITS_DIMS, levels: int = DIGITS_LEVELS) -> float:
+    """NLL of ``x = k + u`` (level units) from that of ``y = x / levels`` (a peer's units).
+
+    The scaling ``x = L y`` adds its log-det ``D ln L`` (``jflows.data.dequantize``'s docstring);
+    ``jflows.data.bits_per_dim`` of the result is the papers' bits/dim.
+    """
+    return nll_unit + dims * math.log(levels)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def rss_mb() -> float:
+    """Peak resident set size of this process so far, MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def train_loop(step: Callable[[int], float], steps: int) -> tuple[list[float], list[float]]:
+    """Runs ``step(i)`` (which must return the loss as a Python float) and times each call."""
+    times, losses = [], []
+    for i in range(steps):
+        start = time.perf_counter()
+        loss = step(i)
+        times.append(time.perf_counter() - start)
+        losses.append(loss)
+    return times, losses
+
+
+def summary(times: list[float], losses: list[float], **extra) -> dict:
+    """Median / p10 / p90 (ms) over the steps after the first 5, first step, RSS, losses."""
+    t = np.asarray(times[WARMUP:] if len(times) > WARMUP else times) * 1e3
+    tail = [v for v in losses[-50:] if math.isfinite(v)]
+    return dict(
+        status="ok",
+        steps=len(times),
+        median_ms=float(np.median(t)),
+        p10_ms=float(np.percentile(t, 10)),
+        p90_ms=float(np.percentile(t, 90)),
+        first_ms=times[0] * 1e3,
+        warmup_s=float(sum(times[:WARMUP])),
+        rss_train_mb=rss_mb(),
+        loss_end=float(np.mean(tail)) if tail else float("nan"),
+        nonfinite_losses=sum(not math.isfinite(v) for v in losses),
+        **extra,
+    )
+
+
+def count_params(tree) -> int:
+    """Number of scalars in the array leaves of a pytree."""
+    import jax
+
+    return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(tree)))
+
+
+def step_keys(steps: int, seed: int = 0) -> list:
+    """One JAX key per step (from ``1 + seed``), split before the timed loop."""
+    import jax
+
+    return list(jax.random.split(jax.random.key(1 + seed), steps))

@@ -1,0 +1,93 @@
+"""The runner of every JAX stack (jflows, flowjax, distrax+flax, hand-written JAX, floors).
+
+A stack's builder returns a :class:`JaxModel`: a state (any pytree) and a step
+``(state, batch, key) -> (state, loss)``; :func:`run` times the steps on the task's batches
+with one key per step and scores the final state. :func:`jflows_model` builds the model of a
+jflows flow with the library's own train and evaluation steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from benchmarks.harness import common
+
+
+def _same(value):
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class JaxModel:
+    """What :func:`run` trains.
+
+    Attributes:
+        state: the initial training state (any pytree).
+        step: ``(state, batch, key) -> (state, loss)``, jitted by the stack.
+        test: the test score of a state (a float, or None for no score).
+        params: the trainable parameters of a state (counted in the table).
+        loss_to: the train loss as the table shows it (e.g. nats to bits/dim).
+    """
+
+    state: Any
+    step: Callable[[Any, Any, jax.Array], tuple[Any, Any]]
+    test: Callable[[Any], float | None]
+    params: Callable[[Any], Any] = _same
+    loss_to: Callable[[float], float] = _same
+
+
+def run(build: Callable[..., JaxModel], task) -> dict:
+    """Builds the stack's model (timed as setup), trains it on ``task``'s batches, scores it."""
+    keys = common.step_keys(task.steps, task.seed)
+    start = time.perf_counter()
+    model = build(task)
+    jax.block_until_ready(model.state)
+    setup_s = time.perf_counter() - start
+    state = model.state
+
+    def one(i: int) -> float:
+        nonlocal state
+        state, loss = model.step(state, task.train[task.idx[i]], keys[i])
+        return model.loss_to(float(loss))
+
+    times, losses = common.train_loop(one, task.steps)
+    params = common.count_params(model.params(state))
+    result = common.summary(times, losses, setup_s=setup_s, params=params)
+    result["test"] = model.test(state)
+    return result
+
+
+def jflows_model(task, flow, *, eval_flow=None, init=None, **train_kw) -> JaxModel:
+    """A jflows flow trained by ``make_train_step`` with Adam at ``task.lr``.
+
+    ``init(state, optimizer)`` may replace the initial state (W1's shared weights);
+    ``eval_flow`` is the flow evaluated on the test set (default ``flow``); ``train_kw`` go to
+    ``create_train_state`` and ``make_train_step``. The model's ``test(state, x=task.test)``
+    is the mean test NLL in nats.
+    """
+    import optax
+
+    from jflows.training import create_train_state, evaluate_nll, make_eval_step, make_train_step
+
+    opt = optax.adam(task.lr)
+    first = task.train[task.idx[0]]
+    state = create_train_state(flow, opt, first, jax.random.key(task.seed), **train_kw)
+    if init is not None:
+        state = init(state, opt)
+    train_step = make_train_step(flow, opt, **train_kw)
+    eval_step = make_eval_step(flow if eval_flow is None else eval_flow)
+
+    def step(state, x, key):
+        state, metrics = train_step(state, x, key)
+        return state, metrics["loss"]
+
+    def test_nll(state, x=task.test) -> float:
+        return float(np.mean(evaluate_nll(eval_step, state, x, len(x))))
+
+    return JaxModel(state=state, step=step, test=test_nll, params=lambda s: s.params)

@@ -1,0 +1,176 @@
+"""One command per workload: a parent process launches one child process per stack.
+
+Every stack of a workload runs in its own child process (``--worker STACK``), so its peak RSS
+(``ru_maxrss``) is its own and torch and JAX never share a process; the parent prints the
+machine/version header and one table per data set. The child builds the data pools and the
+batch index table and hands them to the runner of the stack's kind (``jax_runner`` or
+``torch_runner``), which times the steps and scores the test set.
+
+torch keeps its default thread count unless ``--torch-threads`` is given; on a 2-core machine
+that other processes keep busy, torch's 2 OpenMP threads can be 10-100x slower per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from benchmarks.harness import common, report
+
+PEERS = ("torch", "normflows", "flowjax", "distrax", "equinox", "paramax")
+"""Top-level modules whose absence marks a stack "not installed" instead of failed."""
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What a stack's builder gets: the data, the batch table and the workload's options."""
+
+    data: str
+    steps: int
+    seed: int
+    lr: float
+    train: np.ndarray
+    test: np.ndarray
+    idx: np.ndarray
+    args: argparse.Namespace
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    """One stack of a workload: ``build(task)`` returns the model its ``runner`` trains.
+
+    ``runner`` is ``"jax"`` (``build`` returns a ``jax_runner.JaxModel``) or ``"torch"``
+    (a ``torch_runner.TorchModel``).
+    """
+
+    build: Callable[[Task], Any]
+    runner: str
+    label: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """A side-by-side workload: its stacks, data, defaults and what it prints."""
+
+    doc: str
+    stacks: dict[str, Stack]
+    data: tuple[str, ...]
+    steps: int
+    batch: int
+    pools: Callable[[str], tuple[np.ndarray, np.ndarray]]
+    title: Callable[[argparse.Namespace], str]
+    goals: Callable[[dict[str, dict]], list[str]]
+    score: str = "test NLL"
+    lr: float = 1e-3
+    options: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+def parser(workload: Workload) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=workload.doc.split("\n")[0])
+    p.add_argument("--steps", type=int, default=workload.steps, help="training steps per stack")
+    p.add_argument("--data", nargs="+", default=[workload.data[0]], choices=workload.data)
+    stacks = list(workload.stacks)
+    p.add_argument("--stacks", nargs="+", default=stacks, choices=stacks)
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for the PyTorch stacks (default: torch's own; "
+        "on a machine busy with other work 1 avoids OpenMP oversubscription)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of every stack's initialisation and step noise (data and batches fixed); "
+        "rerun with several seeds to see how much the test score moves",
+    )
+    if workload.options is not None:
+        workload.options(p)
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def worker(workload: Workload, args: argparse.Namespace) -> None:
+    """Child process: runs one stack on one data set and writes its result as JSON."""
+    stack = workload.stacks[args.worker]
+    try:
+        train, test = workload.pools(args.data[0])
+        idx = common.index_table(len(train), args.steps, workload.batch)
+        task = Task(args.data[0], args.steps, args.seed, workload.lr, train, test, idx, args)
+        runner = importlib.import_module(f"benchmarks.harness.{stack.runner}_runner")
+        result = runner.run(stack.build, task)
+        result["rss_end_mb"] = common.rss_mb()
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in PEERS:
+            raise
+        result = dict(status="missing", error=str(err))
+    with open(args.result, "w") as f:
+        json.dump(result, f)
+
+
+def _command() -> list[str]:
+    """How to start this workload again: ``python -m MODULE`` (or the script's path)."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    if spec is not None and spec.name:
+        return [sys.executable, "-m", spec.name]
+    return [sys.executable, os.path.abspath(sys.argv[0])]
+
+
+def run_stacks(args: argparse.Namespace, data: str) -> dict[str, dict]:
+    """Runs each requested stack in its own process, one after another.
+
+    The child gets this process's command line with ``--worker STACK --data DATA`` appended
+    (the last ``--data`` wins), so a workload's own options reach it unchanged.
+    """
+    results = {}
+    for stack in args.stacks:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "result.json")
+            cmd = [*_command(), *sys.argv[1:], "--worker", stack, "--data", data]
+            start = time.perf_counter()
+            proc = subprocess.run([*cmd, "--result", out], capture_output=True, text=True, cwd=ROOT)
+            if proc.returncode == 0 and os.path.exists(out):
+                with open(out) as f:
+                    results[stack] = json.load(f)
+            else:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+                results[stack] = dict(status="failed", error=" | ".join(tail))
+            results[stack]["process_s"] = time.perf_counter() - start
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(
+            f"  [{data}] {stack}: {results[stack]['status']} "
+            f"({results[stack]['process_s']:.0f} s; load avg after: {load:.2f})",
+            flush=True,
+        )
+    return results
+
+
+def main(workload: Workload) -> None:
+    """The workload's command: header, then per data set one table and the goal lines."""
+    args = parser(workload).parse_args()
+    if args.worker:
+        worker(workload, args)
+        return
+    print(report.machine_header())
+    print(workload.title(args))
+    labels = {name: s.label for name, s in workload.stacks.items() if s.label}
+    for data in args.data:
+        results = run_stacks(args, data)
+        print(f"\n{data}")
+        report.print_table(*report.standard_rows(results, labels, workload.score))
+        for line in workload.goals(results):
+            print(line)

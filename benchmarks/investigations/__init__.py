@@ -1,0 +1,1 @@
+"""One-off measurements behind figures in ``benchmarks/README.md`` (not workloads)."""

@@ -1,0 +1,1 @@
+"""The side-by-side workloads W1-W3: one command each, every stack in its own process."""
