@@ -25,6 +25,10 @@ class ConfigError(JflowsError, ValueError):
     """A constructor argument is out of range or inconsistent."""
 
 
+class NotBijectiveError(ConfigError):
+    """A bijection-only operation (an exact inverse log-det) was asked of a surjection."""
+
+
 class DataError(JflowsError, ValueError):
     """Data that cannot be used as given (wrong rank, dtype, non-finite, out of range)."""
 

@@ -10,10 +10,11 @@ Collections:
     CONSTANTS: values fixed at initialisation and never trained (the permutation and signs of
         an LU-parameterised 1x1 convolution).
 
-RNG streams:
+RNG streams (which layer draws from which is declared by the layer itself,
+``Layer.own_rng_streams``; the training steps supply exactly the model's declared streams):
     PARAMS: initialisation.
     LOGDET: stochastic log-determinant estimators (Hutchinson probes, roulette draws).
-    SAMPLE: drawing from a base distribution.
+    SAMPLE: drawing from a base distribution (and the generative draws of surjections).
     DEQUANT: dequantization noise for discrete data.
 """
 
@@ -24,8 +25,6 @@ LOGDET = "logdet"
 SAMPLE = "sample"
 DEQUANT = "dequant"
 
-RNG_STREAMS = (PARAMS, LOGDET, SAMPLE, DEQUANT)
-
 # Values fixed at initialisation that belong to the model but are never trained, such as the
 # permutation and signs of an LU-parameterised 1x1 convolution. Saved with the parameters;
 # no optimizer sees them.
@@ -34,3 +33,6 @@ CONSTANTS = "constants"
 # Per-call diagnostics sown by layers (e.g. the fixed-point inverse's iterations, residual and
 # convergence flag per residual block). Collected by applying with ``mutable=[DIAGNOSTICS]``.
 DIAGNOSTICS = "diagnostics"
+
+COLLECTIONS = (LIPSCHITZ, CONSTANTS, DIAGNOSTICS)
+"""Every collection besides ``params`` that jflows' own layers create (stacked per block)."""

@@ -34,8 +34,7 @@ def image_case():
     pre = jm.image_preprocessing(17)
     model = jm.realnvp((8, 8, 1), n_levels=1, n_checkerboard=1, conv_hidden=8,
                        preprocessing=pre)
-    state = create_train_state(model, optax.adam(1e-3), ds.train, jax.random.key(0),
-                               dequantize=True)
+    state = create_train_state(model, optax.adam(1e-3), ds.train, jax.random.key(0))
     return ds, model, state
 
 

@@ -1,10 +1,12 @@
-"""Bijectors: thin Flax linen modules over the kernels in ``jflows.kernels``."""
+"""Layers (bijectors, surjections, stochastic layers): thin Flax modules over the kernels."""
 
+from jflows.bijectors.absolute import AbsoluteValue
 from jflows.bijectors.actnorm import ActNorm
-from jflows.bijectors.base import Bijector, require_rng
+from jflows.bijectors.base import Bijector, Estimate, Kind, Layer, require_rng
 from jflows.bijectors.chain import Chain, Inverse
 from jflows.bijectors.conditioners import MLP, ConvNet
 from jflows.bijectors.coupling import MaskedCoupling, SplitCoupling
+from jflows.bijectors.dequantization import UniformDequantization
 from jflows.bijectors.elementwise import ElementwiseAffine, FixedAffine
 from jflows.bijectors.factor_out import FactorOut
 from jflows.bijectors.glow_step import GlowStep
@@ -19,17 +21,21 @@ from jflows.bijectors.squeeze import Squeeze
 from jflows.bijectors.stack import Stack
 
 __all__ = [
+    "AbsoluteValue",
     "ActNorm",
     "Bijector",
     "Chain",
     "ConvNet",
     "ElementwiseAffine",
+    "Estimate",
     "FactorOut",
     "FixedAffine",
     "GlowStep",
     "Inverse",
     "InverseNotConvergedError",
     "InvertibleConv1x1",
+    "Kind",
+    "Layer",
     "LipschitzCNN",
     "LipschitzMLP",
     "Logit",
@@ -42,6 +48,7 @@ __all__ = [
     "SplitCoupling",
     "Squeeze",
     "Stack",
+    "UniformDequantization",
     "make_mask",
     "require_rng",
 ]

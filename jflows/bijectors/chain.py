@@ -1,4 +1,4 @@
-"""Composition of bijectors in reading order, and the inverse of a bijector."""
+"""Composition of layers in reading order, and the inverse of a bijector."""
 
 from __future__ import annotations
 
@@ -6,64 +6,83 @@ from collections.abc import Sequence
 
 import jax
 
-from jflows.bijectors.base import Bijector
+from jflows.bijectors.base import Kind, Layer, not_bijective
 
 
-class Chain(Bijector):
+class Chain(Layer):
     r"""Applies ``bijectors`` in reading order: the first element acts first in ``forward``.
 
     .. math::
         f = f_n \circ \dots \circ f_1,\qquad
         \log|\det J_f(x)| = \sum_i \log|\det J_{f_i}(x_{i-1})|.
 
-    This is the opposite of distrax's ``Chain``, which applies its list from the end.
-    For long runs of identical blocks use :class:`jflows.bijectors.Stack`, which compiles one
-    block instead of ``n``.
+    The elements may be any layers (surjections and stochastic layers too: the contributions
+    add up the same way); the chain's kind, estimate and RNG streams are its elements'
+    weakest and union. ``context`` is passed to every element. This is the opposite order of
+    distrax's ``Chain``, which applies its list from the end. For long runs of identical blocks
+    use :class:`jflows.bijectors.Stack`, which compiles one block instead of ``n``.
 
     Example:
-        >>> flow = Chain([ActNorm(), AffineCoupling(mask=alternating_mask(2, 0)), Reverse()])
+        >>> from jflows.bijectors import ActNorm, MaskedCoupling, Reverse
+        >>> flow = Chain([ActNorm(), MaskedCoupling(mask="alternate"), Reverse()])
+        >>> flow.kind.name
+        'BIJECTION'
     """
 
-    bijectors: Sequence[Bijector]
+    bijectors: Sequence[Layer]
 
-    def forward_and_log_det(self, x: jax.Array):
+    def sublayers(self) -> Sequence[Layer]:
+        return tuple(self.bijectors)
+
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
         logdet = 0.0
         for bijector in self.bijectors:
-            x, ld = bijector.forward_and_log_det(x)
+            x, ld = bijector.forward_and_log_det(x, context)
             logdet = logdet + ld
         return x, logdet
 
-    def inverse_and_log_det(self, z: jax.Array):
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
         logdet = 0.0
         for bijector in reversed(self.bijectors):
-            z, ld = bijector.inverse_and_log_det(z)
+            z, ld = bijector.inverse_and_log_det(z, context)
             logdet = logdet + ld
         return z, logdet
 
-    def forward(self, x: jax.Array) -> jax.Array:
+    def forward(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
         for bijector in self.bijectors:
-            x = bijector.forward(x)
+            x = bijector.forward(x, context)
         return x
 
-    def inverse(self, z: jax.Array) -> jax.Array:
+    def inverse(self, z: jax.Array, context: jax.Array | None = None) -> jax.Array:
         for bijector in reversed(self.bijectors):
-            z = bijector.inverse(z)
+            z = bijector.inverse(z, context)
         return z
 
 
-class Inverse(Bijector):
-    """Swaps the two directions of ``bijector``: ``Inverse(b).forward == b.inverse``."""
+class Inverse(Layer):
+    """Swaps the two directions of ``bijector``: ``Inverse(b).forward == b.inverse``.
 
-    bijector: Bijector
+    Only bijections can be inverted (a surjection's two directions are not symmetric).
+    """
 
-    def forward_and_log_det(self, x: jax.Array):
-        return self.bijector.inverse_and_log_det(x)
+    bijector: Layer
 
-    def inverse_and_log_det(self, z: jax.Array):
-        return self.bijector.forward_and_log_det(z)
+    def __post_init__(self):
+        if self.bijector.kind != Kind.BIJECTION:
+            raise not_bijective(self.bijector, "Inverse")
+        super().__post_init__()
 
-    def forward(self, x: jax.Array) -> jax.Array:
-        return self.bijector.inverse(x)
+    def sublayers(self) -> Sequence[Layer]:
+        return (self.bijector,)
 
-    def inverse(self, z: jax.Array) -> jax.Array:
-        return self.bijector.forward(z)
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
+        return self.bijector.inverse_and_log_det(x, context)
+
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
+        return self.bijector.forward_and_log_det(z, context)
+
+    def forward(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+        return self.bijector.inverse(x, context)
+
+    def inverse(self, z: jax.Array, context: jax.Array | None = None) -> jax.Array:
+        return self.bijector.forward(z, context)

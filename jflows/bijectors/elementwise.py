@@ -38,12 +38,12 @@ class FixedAffine(Bijector):
         scale = jnp.asarray(np.asarray(self.scale), dtype)
         return shift, scale
 
-    def forward_and_log_det(self, x: jax.Array):
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
         shift, scale = self._constants(x.dtype)
         _, logdet = affine_forward(x, shift, jnp.log(jnp.abs(scale)), self.event_ndims)
         return (x + shift) * scale, logdet
 
-    def inverse_and_log_det(self, z: jax.Array):
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
         shift, scale = self._constants(z.dtype)
         _, logdet = affine_inverse(z, shift, jnp.log(jnp.abs(scale)), self.event_ndims)
         return z / scale - shift, logdet
@@ -82,8 +82,8 @@ class ElementwiseAffine(Bijector):
             return affine_inverse(x, shift, log_scale, self.event_ndims)
         return affine_forward(x, shift, log_scale, self.event_ndims)
 
-    def forward_and_log_det(self, x: jax.Array):
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
         return self(x)
 
-    def inverse_and_log_det(self, z: jax.Array):
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
         return self(z, inverse=True)

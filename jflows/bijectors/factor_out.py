@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jflows.bijectors.base import Bijector
+from jflows.bijectors.base import Layer
 from jflows.bijectors.conditioners import ConvNet
 from jflows.kernels.shapes import sum_event
 
 
-class FactorOut(Bijector):
+class FactorOut(Layer):
     """Splits the channels; the first half goes on through ``inner``, the rest is factored out.
 
     With ``x = (x_a, x_b)`` split along channels (``x_a`` has ``ceil(C/2)`` channels),
@@ -35,10 +36,13 @@ class FactorOut(Bijector):
         param_dtype: dtype of the prior network's weights (None: the data's at ``init``).
     """
 
-    inner: Bijector
+    inner: Layer
     learned_prior: bool = False
     prior_hidden: int = 0
     param_dtype: Any = None
+
+    def sublayers(self) -> Sequence[Layer]:
+        return (self.inner,)
 
     def setup(self):
         if self.learned_prior:
@@ -56,12 +60,12 @@ class FactorOut(Bijector):
         out = self.prior_net(x_kept, 2 * channels)
         return out[..., :channels], out[..., channels:]
 
-    def _forward(self, x: jax.Array, with_log_det: bool):
+    def _forward(self, x: jax.Array, with_log_det: bool, context):
         a, b = self._split(x)
         if with_log_det:
-            za, logdet = self.inner.forward_and_log_det(a)
+            za, logdet = self.inner.forward_and_log_det(a, context)
         else:
-            za, logdet = self.inner.forward(a), None
+            za, logdet = self.inner.forward(a, context), None
         if self.learned_prior:
             mu, log_sigma = self.conditional_prior(a, b.shape[-1])
             b = (b - mu) * jnp.exp(-log_sigma)
@@ -69,13 +73,13 @@ class FactorOut(Bijector):
                 logdet = logdet - sum_event(log_sigma, 3)
         return jnp.concatenate([za, b], axis=-1), logdet
 
-    def _inverse(self, z: jax.Array, with_log_det: bool):
+    def _inverse(self, z: jax.Array, with_log_det: bool, context):
         k = (z.shape[-1] + 1) // 2
         za, u = z[..., :k], z[..., k:]
         if with_log_det:
-            a, logdet = self.inner.inverse_and_log_det(za)
+            a, logdet = self.inner.inverse_and_log_det(za, context)
         else:
-            a, logdet = self.inner.inverse(za), None
+            a, logdet = self.inner.inverse(za, context), None
         if self.learned_prior:
             mu, log_sigma = self.conditional_prior(a, u.shape[-1])
             u = u * jnp.exp(log_sigma) + mu
@@ -83,14 +87,14 @@ class FactorOut(Bijector):
                 logdet = logdet + sum_event(log_sigma, 3)
         return jnp.concatenate([a, u], axis=-1), logdet
 
-    def forward_and_log_det(self, x: jax.Array):
-        return self._forward(x, True)
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
+        return self._forward(x, True, context)
 
-    def inverse_and_log_det(self, z: jax.Array):
-        return self._inverse(z, True)
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
+        return self._inverse(z, True, context)
 
-    def forward(self, x: jax.Array) -> jax.Array:
-        return self._forward(x, False)[0]
+    def forward(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+        return self._forward(x, False, context)[0]
 
-    def inverse(self, z: jax.Array) -> jax.Array:
-        return self._inverse(z, False)[0]
+    def inverse(self, z: jax.Array, context: jax.Array | None = None) -> jax.Array:
+        return self._inverse(z, False, context)[0]

@@ -28,12 +28,29 @@ class GlowStep(Bijector):
         coupling: ``"affine"`` or ``"additive"``.
         lu: LU-parameterised 1x1 convolution.
         param_dtype: dtype of every parameter of the step (None: the data's at ``init``).
+        use_context: the coupling conditions on ``context`` (see
+            :func:`jflows.bijectors.coupling.with_context`).
+
+    Its three parts are fixed bijections without RNG streams, so the step declares itself
+    a bijection that reads ``context`` exactly when ``use_context`` is set.
+
+    Example:
+        >>> step = GlowStep(hidden=8)
+        >>> x = jax.random.normal(jax.random.key(0), (2, 4, 4, 2))
+        >>> z, logdet = step.apply(step.init(jax.random.key(1), x), x)
+        >>> z.shape, logdet.shape
+        ((2, 4, 4, 2), (2,))
     """
 
     hidden: int = 64
     coupling: str = "affine"
     lu: bool = True
     param_dtype: Any = None
+    use_context: bool = False
+
+    @property
+    def reads_context(self) -> bool:
+        return self.use_context
 
     def setup(self):
         if self.coupling not in ("affine", "additive"):
@@ -45,16 +62,17 @@ class GlowStep(Bijector):
             event_ndims=3,
             conditioner=ConvNet(self.hidden, param_dtype=pdt),
             scale_map="sigmoid" if self.coupling == "affine" else "none",
+            use_context=self.use_context,
         )
 
-    def forward_and_log_det(self, x: jax.Array):
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
         x, ld1 = self.actnorm.forward_and_log_det(x)
         x, ld2 = self.invconv.forward_and_log_det(x)
-        x, ld3 = self.couple.forward_and_log_det(x)
+        x, ld3 = self.couple.forward_and_log_det(x, context)
         return x, ld1 + ld2 + ld3
 
-    def inverse_and_log_det(self, z: jax.Array):
-        z, ld3 = self.couple.inverse_and_log_det(z)
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
+        z, ld3 = self.couple.inverse_and_log_det(z, context)
         z, ld2 = self.invconv.inverse_and_log_det(z)
         z, ld1 = self.actnorm.inverse_and_log_det(z)
         return z, ld1 + ld2 + ld3

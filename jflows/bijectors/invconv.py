@@ -43,8 +43,13 @@ class InvertibleConv1x1(Bijector):
             data at ``init``).
 
     Example:
-        >>> conv = InvertibleConv1x1(lu=True)
+        >>> images = jax.random.normal(key, (2, 4, 4, 3))
+        >>> conv = InvertibleConv1x1(lu=False)  # W itself; the default lu=True trains L, U
         >>> variables = conv.init(key, images, method="forward_and_log_det")
+        >>> z, logdet = conv.apply(variables, images, method="forward_and_log_det")
+        >>> x = conv.apply(variables, z, method="inverse")
+        >>> bool(jnp.allclose(x, images, atol=1e-5)), logdet.shape
+        (True, (2,))
     """
 
     lu: bool = True
@@ -78,8 +83,8 @@ class InvertibleConv1x1(Bijector):
             return conv1x1(x, jnp.linalg.inv(w)), -logdet
         return conv1x1(x, w), logdet
 
-    def forward_and_log_det(self, x: jax.Array):
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
         return self(x)
 
-    def inverse_and_log_det(self, z: jax.Array):
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
         return self(z, inverse=True)

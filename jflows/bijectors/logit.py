@@ -20,8 +20,8 @@ class Logit(Bijector):
     alpha: float = 0.05
     event_ndims: int = 3
 
-    def forward_and_log_det(self, x: jax.Array):
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
         return logit_forward(x, self.alpha, self.event_ndims)
 
-    def inverse_and_log_det(self, z: jax.Array):
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
         return logit_inverse(z, self.alpha, self.event_ndims)

@@ -37,7 +37,7 @@ def make_mask(kind, event_shape: tuple[int, ...], parity: int = 0) -> np.ndarray
     Example:
         >>> make_mask("checkerboard", (2, 2, 1))[..., 0]
         array([[1., 0.],
-               [0., 1.]])
+               [0., 1.]], dtype=float32)
     """
     if not isinstance(kind, str):
         mask = np.asarray(kind, dtype=np.float32)

@@ -18,7 +18,11 @@ class Permute(Bijector):
         event_ndims: rank of one event (the log-det has the batch shape).
 
     Example:
-        >>> Permute.random(4, seed=0)  # a fixed random permutation of 4 features
+        >>> perm = Permute.random(4, seed=0)  # a fixed random permutation of 4 features
+        >>> perm.permutation
+        (2, 0, 1, 3)
+        >>> perm.apply({}, jnp.arange(4.0), method="forward")
+        Array([2., 0., 1., 3.], dtype=float32)
     """
 
     permutation: tuple[int, ...]
@@ -36,11 +40,11 @@ class Permute(Bijector):
                 f"Permute of size {len(self.permutation)} got a last axis of size {x.shape[-1]}"
             )
 
-    def forward_and_log_det(self, x: jax.Array):
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
         self._check(x)
         return x[..., np.asarray(self.permutation)], zeros_logdet(x, self.event_ndims)
 
-    def inverse_and_log_det(self, z: jax.Array):
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
         self._check(z)
         return z[..., np.argsort(self.permutation)], zeros_logdet(z, self.event_ndims)
 
@@ -54,8 +58,8 @@ class Reverse(Bijector):
 
     event_ndims: int = 1
 
-    def forward_and_log_det(self, x: jax.Array):
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
         return x[..., ::-1], zeros_logdet(x, self.event_ndims)
 
-    def inverse_and_log_det(self, z: jax.Array):
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
         return z[..., ::-1], zeros_logdet(z, self.event_ndims)

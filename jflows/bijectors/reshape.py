@@ -20,6 +20,9 @@ class Reshape(Bijector):
 
     Example:
         >>> flatten = Reshape((8, 8, 1), (64,))
+        >>> z, logdet = flatten.apply({}, jnp.zeros((5, 8, 8, 1)), method="forward_and_log_det")
+        >>> z.shape, logdet.shape
+        ((5, 64), (5,))
     """
 
     event_shape_in: tuple[int, ...]
@@ -31,14 +34,14 @@ class Reshape(Bijector):
                 f"cannot reshape events of {self.event_shape_in} into {self.event_shape_out}"
             )
 
-    def forward_and_log_det(self, x: jax.Array):
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
         check_event_shape(x, self.event_shape_in, "Reshape")
         lead = x.shape[: x.ndim - len(self.event_shape_in)]
         return x.reshape((*lead, *self.event_shape_out)), zeros_logdet(
             x, len(self.event_shape_in)
         )
 
-    def inverse_and_log_det(self, z: jax.Array):
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
         check_event_shape(z, self.event_shape_out, "Reshape (inverse)")
         lead = z.shape[: z.ndim - len(self.event_shape_out)]
         return z.reshape((*lead, *self.event_shape_in)), zeros_logdet(

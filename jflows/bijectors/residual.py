@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jflows.bijectors.base import Bijector, require_rng
+from jflows.bijectors.base import Bijector, Estimate, require_rng
 from jflows.bijectors.lipschitz_nets import LipschitzCNN, LipschitzMLP
 from jflows.errors import ConfigError
 from jflows.kernels.fixed_point import (
@@ -18,7 +18,7 @@ from jflows.kernels.fixed_point import (
 from jflows.kernels.logdet_exact import logdet_exact
 from jflows.kernels.logdet_series import logdet_estimate
 from jflows.kernels.roulette import check_series_config
-from jflows.names import DIAGNOSTICS, LOGDET
+from jflows.names import DIAGNOSTICS, LIPSCHITZ, LOGDET
 
 LOGDET_MODES = ("exact", "series", "roulette")
 __all__ = ["InverseNotConvergedError", "LOGDET_MODES", "ON_NONCONVERGENCE", "ResidualBlock"]
@@ -141,6 +141,20 @@ class ResidualBlock(Bijector):
         atol, rtol = self._tolerances(dtype)
         return default_max_iter(self.branch_lipschitz_bound(), atol if atol > 0 else rtol)
 
+    own_collections = frozenset({LIPSCHITZ, DIAGNOSTICS})
+
+    @property
+    def own_rng_streams(self) -> frozenset[str]:
+        """``logdet`` for the stochastic estimators; none for the exact log-det."""
+        return frozenset() if self.logdet == "exact" else frozenset({LOGDET})
+
+    @property
+    def own_estimate(self) -> Estimate:
+        """Exact, unbiased (roulette) or biased (truncated series)."""
+        return {"exact": Estimate.EXACT, "roulette": Estimate.UNBIASED}.get(
+            self.logdet, Estimate.BIASED
+        )
+
     def _tail(self):
         return self.tail if self.logdet == "roulette" else None
 
@@ -161,20 +175,20 @@ class ResidualBlock(Bijector):
             remat_surrogate=self.remat_surrogate,
         )
 
-    def forward_and_log_det(self, x: jax.Array):
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
         g = self.branch(x)
         gx, logdet = self._logdet(g, x)
         return x + gx, logdet
 
-    def forward(self, x: jax.Array) -> jax.Array:
+    def forward(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
         """``x + g(x)`` without the log-det (no ``logdet`` stream needed)."""
         return x + self.branch(x)(x)
 
-    def inverse(self, z: jax.Array) -> jax.Array:
+    def inverse(self, z: jax.Array, context: jax.Array | None = None) -> jax.Array:
         """The fixed-point inverse without the log-det (sampling needs no ``logdet`` stream)."""
         return self._solve(self.branch(z), z)
 
-    def inverse_and_log_det(self, z: jax.Array):
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
         g = self.branch(z)
         x = self._solve(g, z)
         _, logdet = self._logdet(g, x)

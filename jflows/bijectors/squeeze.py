@@ -18,8 +18,8 @@ class Squeeze(Bijector):
 
     factor: int = 2
 
-    def forward_and_log_det(self, x: jax.Array):
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
         return squeeze(x, self.factor), zeros_logdet(x, 3)
 
-    def inverse_and_log_det(self, z: jax.Array):
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
         return unsqueeze(z, self.factor), zeros_logdet(z, 3)

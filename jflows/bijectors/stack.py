@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jflows.bijectors.base import Bijector
+from jflows.bijectors.base import Layer, detached
 from jflows.errors import ConfigError
-from jflows.names import CONSTANTS, DIAGNOSTICS, LIPSCHITZ, LOGDET, PARAMS
+from jflows.names import COLLECTIONS, PARAMS
 
 _METHODS = ("forward_and_log_det", "inverse_and_log_det", "forward", "inverse")
 
@@ -18,43 +18,45 @@ _METHODS = ("forward_and_log_det", "inverse_and_log_det", "forward", "inverse")
 class _ScanBody(nn.Module):
     """One step of the scan: builds a block and threads ``x`` through it.
 
-    The per-block log-determinants come out as the scan's stacked outputs, so the stack does
-    not need to know the batch shape in advance. The carry keeps its dtype: a block whose
-    parameters are wider than its input (float64 weights, float32 data) computes in the wider
-    dtype and its output is cast back, instead of failing inside ``lax.scan``.
+    The per-block contributions come out as the scan's stacked outputs, so the stack does not
+    need to know the batch shape in advance; ``context`` is broadcast to every block. The carry
+    keeps its dtype: a block whose parameters are wider than its input (float64 weights,
+    float32 data) computes in the wider dtype and its output is cast back, instead of failing
+    inside ``lax.scan``.
     """
 
-    make_block: Callable[[], Bijector]
+    make_block: Callable[[], Layer]
 
     def setup(self):
         self.block = self.make_block()
 
-    def forward_and_log_det(self, x, _):
-        z, logdet = self.block.forward_and_log_det(x)
+    def forward_and_log_det(self, x, context):
+        z, logdet = self.block.forward_and_log_det(x, context)
         return z.astype(x.dtype), logdet
 
-    def inverse_and_log_det(self, z, _):
-        x, logdet = self.block.inverse_and_log_det(z)
+    def inverse_and_log_det(self, z, context):
+        x, logdet = self.block.inverse_and_log_det(z, context)
         return x.astype(z.dtype), logdet
 
-    def forward(self, x, _):
-        return self.block.forward(x).astype(x.dtype), None
+    def forward(self, x, context):
+        return self.block.forward(x, context).astype(x.dtype), None
 
-    def inverse(self, z, _):
-        return self.block.inverse(z).astype(z.dtype), None
+    def inverse(self, z, context):
+        return self.block.inverse(z, context).astype(z.dtype), None
 
 
-class Stack(Bijector):
+class Stack(Layer):
     """``length`` copies of the block built by ``make_block``, applied in sequence.
 
-    Parameters (and ``lipschitz`` vectors) are stacked along a new leading axis and the blocks
-    run inside one ``lax.scan``, so compile time does not grow with depth; the ``params`` and
-    ``logdet`` RNG streams are split per block (independent initialisation and independent
-    estimator noise). ``inverse`` runs the blocks last to first. With ``remat=True`` each block's
+    Parameters and every other variable collection are stacked along a new leading axis and the
+    blocks run inside one ``lax.scan``, so compile time does not grow with depth. The RNG
+    streams are split per block from the block's declarations (:attr:`Layer.rng_streams`,
+    plus ``params``): independent initialisation, independent estimator and noise draws in
+    every block. ``inverse`` runs the blocks last to first. With ``remat=True`` each block's
     activations are recomputed in the backward pass instead of stored.
 
     Attributes:
-        make_block: a zero-argument callable returning a fresh bijector, e.g.
+        make_block: a zero-argument callable returning a fresh layer, e.g.
             ``functools.partial(ResidualBlock, ...)``.
         length: number of blocks.
         remat: recompute block activations in the backward pass (saves memory).
@@ -62,10 +64,16 @@ class Stack(Bijector):
             values compile more code but can run faster, notably for convolutions on CPU.
 
     Example:
-        >>> stack = Stack(functools.partial(GlowStep, event_ndims=3), length=8)
+        >>> import functools
+        >>> from jflows.bijectors import GlowStep
+        >>> stack = Stack(functools.partial(GlowStep, hidden=8), length=4)
+        >>> x = jax.random.normal(jax.random.key(0), (2, 4, 4, 2))
+        >>> variables = stack.init(jax.random.key(1), x)
+        >>> variables["params"]["layers"]["block"]["actnorm"]["log_scale"].shape
+        (4, 2)
     """
 
-    make_block: Callable[[], Bijector]
+    make_block: Callable[[], Layer]
     length: int
     remat: bool = False
     unroll: int | bool = 1
@@ -75,13 +83,18 @@ class Stack(Bijector):
             raise ConfigError(f"Stack needs length >= 1, got {self.length}")
         super().__post_init__()
 
+    def sublayers(self) -> Sequence[Layer]:
+        with detached():
+            return (self.make_block(),)
+
     def setup(self):
         body = _ScanBody
         if self.remat:
             body = nn.remat(body, prevent_cse=False, methods=list(_METHODS))
         common = dict(
-            variable_axes={PARAMS: 0, LIPSCHITZ: 0, CONSTANTS: 0, DIAGNOSTICS: 0},
-            split_rngs={PARAMS: True, LOGDET: True},
+            variable_axes={c: 0 for c in sorted({PARAMS, *COLLECTIONS, *self.collections})},
+            split_rngs={s: True for s in sorted({PARAMS, *self.rng_streams})},
+            in_axes=nn.broadcast,
             length=self.length,
             unroll=self.unroll,
         )
@@ -97,16 +110,16 @@ class Stack(Bijector):
         )
         self.layers = scanned(self.make_block)
 
-    def forward_and_log_det(self, x: jax.Array):
-        z, logdets = self.layers.forward_and_log_det(x, None)
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
+        z, logdets = self.layers.forward_and_log_det(x, context)
         return z, jnp.sum(logdets, axis=0)
 
-    def inverse_and_log_det(self, z: jax.Array):
-        x, logdets = self.layers.inverse_and_log_det(z, None)
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
+        x, logdets = self.layers.inverse_and_log_det(z, context)
         return x, jnp.sum(logdets, axis=0)
 
-    def forward(self, x: jax.Array) -> jax.Array:
-        return self.layers.forward(x, None)[0]
+    def forward(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+        return self.layers.forward(x, context)[0]
 
-    def inverse(self, z: jax.Array) -> jax.Array:
-        return self.layers.inverse(z, None)[0]
+    def inverse(self, z: jax.Array, context: jax.Array | None = None) -> jax.Array:
+        return self.layers.inverse(z, context)[0]

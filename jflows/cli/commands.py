@@ -131,7 +131,7 @@ def cmd_eval(args) -> int:
     x = data_for_run(args.data, config, args.run)
     run = load_run(args.run, _eval_overrides(args))
     image = config["kind"] == "image"
-    eval_step = make_eval_step(run.eval_model, dequantize=image)
+    eval_step = make_eval_step(run.eval_model)
     nll = evaluate_nll(eval_step, run.state, x, config["eval_batch_size"])
     summary = summarize_nll(nll, x[0].size, image)
     record = {**summary, "data": args.data, "n": len(x), "step": int(run.state.step)}

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jflows.errors import DataError
+from jflows.kernels.dequantize import uniform_dequantize
 
 
 def dequantize(key: jax.Array, x_int: jax.Array) -> jax.Array:
@@ -49,7 +50,9 @@ def dequantize(key: jax.Array, x_int: jax.Array) -> jax.Array:
     ``k + 1`` (``u`` within half a float32 spacing at ``k`` of 1, about ``k 2^-24``) is
     replaced by the largest float32 below ``k + 1``, so the data stay in ``[0, levels)``.
     Draw ``key`` from the ``dequant`` stream (:data:`jflows.names.DEQUANT`) and use a fresh one
-    for every batch. Works under ``jit``.
+    for every batch. Works under ``jit``. Models dequantize inside, with the
+    :class:`jflows.bijectors.UniformDequantization` layer at the front of
+    :func:`jflows.models.image_preprocessing`; this function is for data used outside a model.
 
     Args:
         key: a JAX PRNG key.
@@ -71,9 +74,7 @@ def dequantize(key: jax.Array, x_int: jax.Array) -> jax.Array:
             f"dequantize expects integer levels, got dtype {x_int.dtype}; pass the uint8 data "
             f"itself (it may already have been dequantized)"
         )
-    k = x_int.astype(jnp.float32)
-    u = jax.random.uniform(key, x_int.shape, jnp.float32)
-    return jnp.minimum(k + u, jnp.nextafter(k + 1.0, k))
+    return uniform_dequantize(key, x_int, jnp.float32)
 
 
 def reduce_bits(x_int: np.ndarray, levels: int, n_bits: int) -> tuple[np.ndarray, int]:

@@ -1,4 +1,4 @@
-"""Flow: a bijector from data to latent plus a base distribution on the latent."""
+"""Flow: a data-to-latent layer (usually a chain) plus a base distribution on the latent."""
 
 from __future__ import annotations
 
@@ -8,16 +8,27 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jflows.bijectors.base import Bijector, require_rng
+from jflows.bijectors.base import Estimate, Kind, Layer, not_bijective, require_rng
+from jflows.errors import ShapeError
 from jflows.kernels.shapes import check_event_shape
 from jflows.names import SAMPLE
 
 
 class Flow(nn.Module):
-    """A normalizing flow ``log p(x) = log p_base(f(x)) + log|det df/dx|``.
+    """A normalizing flow ``log p(x) = log p_base(f(x)) + sum of the layers' contributions``.
 
     ``bijector`` maps data ``x`` to latent ``z`` (``forward``); sampling draws ``z`` from the
-    base and runs ``inverse``. Every method accepts one event or any leading batch axes.
+    base and runs ``inverse``. Every method accepts one event or any leading batch axes, and an
+    optional ``context`` (an array with the batch axes in front) that conditional layers read.
+
+    **What log_prob is.** :attr:`kind` and :attr:`estimate` come from the layers'
+    declarations (:class:`jflows.bijectors.Layer`): ``Estimate.EXACT`` for bijections and
+    inference surjections with exact log-dets, ``UNBIASED`` with Russian-roulette log-dets,
+    ``BIASED`` with the truncated series, ``BOUND`` with a stochastic layer (dequantization):
+    then ``log_prob`` is a one-draw estimate of a lower bound on ``log p(x)``. The training and
+    evaluation code labels its figures with :attr:`Estimate.label`
+    (``test_nll`` / ``test_nll_bound``). :attr:`rng_streams` lists every stream a call may
+    need, and ``jflows.training`` supplies exactly those.
 
     **Dtype.** A flow has one dtype (the factories' ``dtype`` argument, float32 by default):
     its parameters, its base draws and every intermediate array are in it. Arrays given to
@@ -28,71 +39,150 @@ class Flow(nn.Module):
     nothing: arrays keep their dtype and the base draws in its own.
 
     Attributes:
-        bijector: data-to-latent bijector.
+        bijector: the data-to-latent layer.
         base: a base-distribution module (``StandardNormal`` or ``DiagonalGaussian``).
         event_shape: shape of one data event; ``z`` has the same shape.
         dtype: the model's dtype (``"float32"`` or ``"float64"``), or None.
+        context_shape: shape of one context (None: not checked).
 
     Example:
-        >>> flow = jflows.models.realnvp(event_shape=(2,))
-        >>> variables = flow.init({"params": key}, x_batch, method="log_prob")
-        >>> logp = flow.apply(variables, x_batch, method="log_prob")
-        >>> samples = flow.apply(variables, 100, method="sample", rngs={"sample": key})
+        >>> flow = jflows.models.realnvp(event_shape=(2,), n_couplings=2, hidden=(8,))
+        >>> x = jnp.ones((4, 2))
+        >>> variables = flow.init(jax.random.key(0), x, method="log_prob")
+        >>> flow.apply(variables, x, method="log_prob").shape
+        (4,)
+        >>> flow.apply(variables, 3, method="sample", rngs={"sample": jax.random.key(1)}).shape
+        (3, 2)
+        >>> flow.estimate.name, sorted(flow.rng_streams)
+        ('EXACT', ['sample'])
     """
 
-    bijector: Bijector
+    bijector: Layer
     base: nn.Module
     event_shape: tuple[int, ...]
     dtype: Any = None
+    context_shape: tuple[int, ...] | None = None
+
+    @property
+    def kind(self) -> Kind:
+        """The weakest kind among the layers."""
+        return self.bijector.kind
+
+    @property
+    def estimate(self) -> Estimate:
+        """What :meth:`log_prob` returns: exact, unbiased, biased or a lower bound."""
+        return self.bijector.estimate
+
+    @property
+    def rng_streams(self) -> frozenset[str]:
+        """Every RNG stream a method may draw from: the layers' and ``sample`` (not ``params``)."""
+        return self.bijector.rng_streams | {SAMPLE}
+
+    @property
+    def conditional(self) -> bool:
+        """Whether a layer reads ``context``."""
+        return self.bijector.conditional
 
     def _input(self, x):
         """Checks the event shape and casts ``x`` to the model's dtype."""
         check_event_shape(x, self.event_shape, "Flow")
         return x if self.dtype is None else jnp.asarray(x, self.dtype)
 
-    def forward_and_log_det(self, x: jax.Array):
-        """Returns ``(z, log|det dz/dx|)``."""
-        return self.bijector.forward_and_log_det(self._input(x))
+    def _context(self, context, batch_shape=None):
+        """Checks ``context`` against the model; casts it to the model's dtype."""
+        if context is None:
+            return None
+        if not self.conditional:
+            raise ShapeError(
+                "this flow has no conditional layer (none was built with use_context=True), so "
+                "a context would be ignored; drop context=... or build a conditional model"
+            )
+        context = jnp.asarray(context) if self.dtype is None else jnp.asarray(context, self.dtype)
+        if self.context_shape is not None:
+            n = len(self.context_shape)
+            if context.shape[context.ndim - n :] != tuple(self.context_shape):
+                raise ShapeError(
+                    f"context of shape {context.shape} does not end with the model's "
+                    f"context_shape {tuple(self.context_shape)}"
+                )
+            if batch_shape is not None and context.ndim == n:
+                context = jnp.broadcast_to(context, (*batch_shape, *context.shape))
+        return context
 
-    def forward(self, x: jax.Array) -> jax.Array:
-        """Maps data to latent (no log-det is computed)."""
-        return self.bijector.forward(self._input(x))
+    def _batch(self, x):
+        return x.shape[: x.ndim - len(self.event_shape)]
 
-    def inverse(self, z: jax.Array) -> jax.Array:
+    def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
+        """Returns ``(z, sum of the layers' contributions)``."""
+        x = self._input(x)
+        return self.bijector.forward_and_log_det(x, self._context(context, self._batch(x)))
+
+    def forward(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+        """Maps data to latent (no contribution is computed)."""
+        x = self._input(x)
+        return self.bijector.forward(x, self._context(context, self._batch(x)))
+
+    def inverse(self, z: jax.Array, context: jax.Array | None = None) -> jax.Array:
         """Maps latent to data (no log-det is computed)."""
-        return self.bijector.inverse(self._input(z))
+        z = self._input(z)
+        return self.bijector.inverse(z, self._context(context, self._batch(z)))
 
-    def inverse_and_log_det(self, z: jax.Array):
-        """Returns ``(x, log|det dx/dz|)``."""
-        return self.bijector.inverse_and_log_det(self._input(z))
+    def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
+        """Returns ``(x, log|det dx/dz|)``; bijective models only."""
+        if self.kind != Kind.BIJECTION:
+            raise not_bijective(self.bijector, "inverse_and_log_det")
+        z = self._input(z)
+        return self.bijector.inverse_and_log_det(z, self._context(context, self._batch(z)))
 
     def base_log_prob(self, z: jax.Array) -> jax.Array:
         """Log-density of the base at ``z``."""
         return self.base.log_prob(self._input(z))
 
-    def log_prob(self, x: jax.Array) -> jax.Array:
-        """``log p(x)`` in nats, with the batch shape of ``x``."""
-        z, logdet = self.forward_and_log_det(x)
+    def log_prob(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+        """``log p(x | context)`` in nats (or its estimate or bound, see :attr:`estimate`)."""
+        z, logdet = self.forward_and_log_det(x, context)
         return self.base.log_prob(z) + logdet
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
         """Same as :meth:`log_prob`."""
-        return self.log_prob(x)
+        return self.log_prob(x, context)
 
-    def sample(self, n: int, temperature: float = 1.0) -> jax.Array:
+    def _sample_context(self, n: int, context):
+        context = self._context(context, (n,))
+        if context is not None and context.shape[0] != n:
+            raise ShapeError(
+                f"sample(n={n}) got a context with leading axis {context.shape[0]}; give one "
+                f"context row per sample or a single context (of shape context_shape)"
+            )
+        return context
+
+    def sample(
+        self, n: int, temperature: float = 1.0, context: jax.Array | None = None
+    ) -> jax.Array:
         """Draws ``n`` samples (stream ``sample``); ``temperature`` scales the base's std.
 
         Only the inverse map runs: no log-det is computed, so residual flows need no
-        ``logdet`` stream here (``sample_and_log_prob`` does).
+        ``logdet`` stream here (``sample_and_log_prob`` does). With ``context`` of shape
+        ``(n, *context_shape)`` sample ``i`` is drawn given row ``i``; a single context (of
+        shape ``context_shape``) is used for every sample.
         """
+        context = self._sample_context(n, context)
         key = require_rng(self, SAMPLE)
         z = self.base.sample(key, n, temperature)
-        return self.bijector.inverse(z)
+        return self.bijector.inverse(z, context)
 
-    def sample_and_log_prob(self, n: int, temperature: float = 1.0):
-        """Draws ``n`` samples and returns ``(x, log p(x))`` under the (tempered) model."""
+    def sample_and_log_prob(
+        self, n: int, temperature: float = 1.0, context: jax.Array | None = None
+    ):
+        """Draws ``n`` samples and returns ``(x, log p(x))`` under the (tempered) model.
+
+        Bijective models only (a surjection's generative direction has no exact log-det).
+        """
+        if self.kind != Kind.BIJECTION:
+            raise not_bijective(self.bijector, "sample_and_log_prob")
+        context = self._sample_context(n, context)
         key = require_rng(self, SAMPLE)
         dist = self.base.distribution(temperature)
         z, log_pz = dist.sample_and_log_prob(seed=key, sample_shape=(n,))
-        x, logdet_inv = self.bijector.inverse_and_log_det(z)
+        x, logdet_inv = self.bijector.inverse_and_log_det(z, context)
         return x, log_pz - logdet_inv

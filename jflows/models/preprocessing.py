@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from jflows.bijectors import Bijector, FixedAffine, Logit
+from jflows.bijectors import FixedAffine, Layer, Logit, UniformDequantization
 from jflows.errors import ConfigError
 
 
-def vector_preprocessing(mean: Sequence[float], std: Sequence[float]) -> list[Bijector]:
+def vector_preprocessing(mean: Sequence[float], std: Sequence[float]) -> list[Layer]:
     """Standardisation ``z = (x - mean) / std`` (log-det ``-sum log std``).
 
     Example:
@@ -31,17 +31,26 @@ def vector_preprocessing(mean: Sequence[float], std: Sequence[float]) -> list[Bi
     ]
 
 
-def image_preprocessing(levels: int, logit_alpha: float | None = None) -> list[Bijector]:
-    """Scaling of dequantized images to ``[0, 1)``, then an optional logit transform.
+def image_preprocessing(levels: int, logit_alpha: float | None = None) -> list[Layer]:
+    """Uniform dequantization, scaling to ``[0, 1)``, then an optional logit transform.
 
-    Dequantized images ``k + u`` lie in ``[0, levels)``.
+    The model takes the integer levels ``k`` themselves: the first layer draws
+    ``x = k + u``, ``u ~ U[0, 1)`` (:class:`~jflows.bijectors.UniformDequantization`, stream
+    ``dequant``; a stochastic layer, so ``log_prob`` is a lower bound and its figures are
+    labelled ``..._bound``), which lies in ``[0, levels)``. The scaling contributes
+    ``-D log(levels)`` to the log-density, so the model's NLL is the (dequantized) NLL of the
+    integer data, and bits/dim is ``NLL / (D ln 2)``.
 
-    The scaling contributes ``-D log(levels)`` to the log-density, so the model's NLL is the
-    (dequantized) NLL of the integer data, and bits/dim is ``NLL / (D ln 2)``.
+    Example:
+        >>> [type(layer).__name__ for layer in image_preprocessing(256, logit_alpha=0.05)]
+        ['UniformDequantization', 'FixedAffine', 'Logit']
     """
     if levels < 2:
         raise ConfigError(f"images need at least 2 levels, got {levels}")
-    layers: list[Bijector] = [FixedAffine(scale=1.0 / levels, event_ndims=3)]
+    layers: list[Layer] = [
+        UniformDequantization(event_ndims=3, levels=levels),
+        FixedAffine(scale=1.0 / levels, event_ndims=3),
+    ]
     if logit_alpha is not None:
         if not 0.0 < logit_alpha < 0.5:
             raise ConfigError(f"logit_alpha must be in (0, 0.5), got {logit_alpha}")

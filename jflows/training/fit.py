@@ -151,7 +151,8 @@ def fit(
         model: the training-mode flow (its pre-processing makes the NLL refer to raw data).
         eval_model: the same architecture in evaluation mode (``training=False``); it shares
             the parameters of ``model``.
-        dataset: from :func:`jflows.data.load_dataset`; image data are dequantized per step.
+        dataset: from :func:`jflows.data.load_dataset`; image models dequantize
+            their integer levels in their first layer.
         steps: total number of steps (a resumed run continues up to it).
         batch_size: rows per step.
         learning_rate: Adam's rate when ``optimizer`` is None.
@@ -238,7 +239,6 @@ def _fit(model, eval_model, dataset, optimizer, out_dir, fit_rows, val_rows, set
     eval_every, checkpoint_every = settings["eval_every"], settings["checkpoint_every"]
     eval_batch_size, patience = settings["eval_batch_size"], settings["patience"]
     started = time.perf_counter()
-    image = dataset.is_image
     train_rows = dataset.train[fit_rows] if len(val_rows) else dataset.train
     val = dataset.train[val_rows] if len(val_rows) else None
     init_key, data_key, step_key = jax.random.split(jax.random.key(seed), 3)
@@ -256,11 +256,11 @@ def _fit(model, eval_model, dataset, optimizer, out_dir, fit_rows, val_rows, set
     def init():
         if mesh is None:
             return create_train_state(
-                model, optimizer, train_rows[rows], init_key, dequantize=image
+                model, optimizer, train_rows[rows], init_key
             )
         init_rows = train_rows[rows][: len(rows) - len(rows) % mesh.devices.size]
         return par.create_sharded_train_state(
-            model, optimizer, init_rows, init_key, mesh, dequantize=image
+            model, optimizer, init_rows, init_key, mesh
         )
 
     checkpointer, latest, evals_path, previous_time, train_loss = None, None, None, 0.0, None
@@ -302,21 +302,21 @@ def _fit(model, eval_model, dataset, optimizer, out_dir, fit_rows, val_rows, set
     if val is None:
         best_state = None
     if mesh is None:
-        train_step = make_train_step(model, optimizer, dequantize=image)
-        eval_step = make_eval_step(eval_model, dequantize=image)
+        train_step = make_train_step(model, optimizer)
+        eval_step = make_eval_step(eval_model)
         pool = jax.device_put(np.asarray(train_rows))
         eval_sharding = None
     else:
-        train_step = par.make_sharded_train_step(model, optimizer, mesh, dequantize=image)
-        eval_step = par.make_sharded_eval_step(eval_model, mesh, dequantize=image)
+        train_step = par.make_sharded_train_step(model, optimizer, mesh)
+        eval_step = par.make_sharded_eval_step(eval_model, mesh)
         pool = par.place(train_rows, par.replicated_sharding(mesh))
         eval_sharding = par.batch_sharding(mesh)
     # the evaluation model refreshes with many more power iterations (Residual Flows: 200
     # before validation), so the saved state is normalised with converged vectors
     if mesh is None:
-        refresh = make_lipschitz_refresh(eval_model, dequantize=image)
+        refresh = make_lipschitz_refresh(eval_model)
     else:
-        refresh = par.make_sharded_lipschitz_refresh(eval_model, mesh, dequantize=image)
+        refresh = par.make_sharded_lipschitz_refresh(eval_model, mesh)
     next_batch = _batch_sampler(batch_size, mesh)
 
     def wall_time():

@@ -113,8 +113,6 @@ def create_sharded_train_state(
     init_batch,
     key: jax.Array,
     mesh: Mesh,
-    *,
-    dequantize: bool = False,
 ) -> TrainState:
     """:func:`~jflows.training.create_train_state` with the init batch split over ``mesh``.
 
@@ -125,7 +123,7 @@ def create_sharded_train_state(
     batch = shard_batch(init_batch, mesh)
 
     def create(x):
-        return create_train_state(model, optimizer, x, key, dequantize=dequantize)
+        return create_train_state(model, optimizer, x, key)
 
     return jax.jit(create, out_shardings=replicated_sharding(mesh))(batch)
 
@@ -134,8 +132,6 @@ def make_sharded_train_step(
     model: nn.Module,
     optimizer: optax.GradientTransformation,
     mesh: Mesh,
-    *,
-    dequantize: bool = False,
 ) -> TrainStep:
     """The training step under ``jit`` with the batch split over ``mesh`` (state donated).
 
@@ -146,25 +142,25 @@ def make_sharded_train_step(
         >>> state, metrics = step(state, shard_batch(x[:512], mesh), jax.random.key(1))
     """
     rep, data = replicated_sharding(mesh), batch_sharding(mesh)
-    fn = train_step_fn(model, optimizer, dequantize=dequantize)
+    fn = train_step_fn(model, optimizer)
     return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=0)
 
 
-def make_sharded_eval_step(model: nn.Module, mesh: Mesh, *, dequantize: bool = False):
+def make_sharded_eval_step(model: nn.Module, mesh: Mesh):
     """The per-example NLL under ``jit`` with the batch split over ``mesh``.
 
     The result is replicated, so every process can read it (see
     :func:`jflows.training.make_eval_step`).
     """
     rep, data = replicated_sharding(mesh), batch_sharding(mesh)
-    fn = make_eval_step(model, dequantize=dequantize)
+    fn = make_eval_step(model)
     return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=rep)
 
 
-def make_sharded_lipschitz_refresh(model: nn.Module, mesh: Mesh, *, dequantize: bool = False):
+def make_sharded_lipschitz_refresh(model: nn.Module, mesh: Mesh):
     """:func:`jflows.training.make_lipschitz_refresh` with the batch split over ``mesh``."""
     rep, data = replicated_sharding(mesh), batch_sharding(mesh)
-    fn = lipschitz_refresh_fn(model, dequantize=dequantize)
+    fn = lipschitz_refresh_fn(model)
     return jax.jit(fn, in_shardings=(rep, data, rep), out_shardings=rep)
 
 
@@ -172,7 +168,6 @@ def make_pmap_train_step(
     model: nn.Module,
     optimizer: optax.GradientTransformation,
     *,
-    dequantize: bool = False,
     devices: Sequence[jax.Device] | None = None,
 ) -> TrainStep:
     """The training step under ``jax.pmap`` (``lax.pmean`` of loss and gradients).
@@ -186,7 +181,7 @@ def make_pmap_train_step(
         >>> state = replicate_for_pmap(create_train_state(flow, opt, x[:512], key))
         >>> state, metrics = step(state, split_for_pmap(x[:512]), jax.random.key(1))
     """
-    fn = train_step_fn(model, optimizer, dequantize=dequantize, axis_name=DATA_AXIS)
+    fn = train_step_fn(model, optimizer, axis_name=DATA_AXIS)
     return jax.pmap(
         fn, axis_name=DATA_AXIS, in_axes=(0, 0, None), donate_argnums=0, devices=devices
     )

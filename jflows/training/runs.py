@@ -71,7 +71,9 @@ def build_model(config: dict[str, Any], *, training: bool = True) -> nn.Module:
         The model (a :class:`jflows.models.Flow`).
 
     Example:
-        >>> flow = build_model(read_config("runs/8g"), training=False)
+        >>> flow = build_model(read_config("runs/moons"), training=False)  # a run of jflows train
+        >>> type(flow).__name__, flow.event_shape
+        ('Flow', (2,))
     """
     options = check_options(config["model"], _tuples(config["options"]))
     if config["kind"] == "vector":
@@ -109,7 +111,13 @@ def with_eval_options(config: dict[str, Any], overrides: dict[str, Any]) -> dict
             or the parameters of the trained model), or one the model does not take.
 
     Example:
-        >>> config = with_eval_options(read_config("runs/rf"), {"inverse_max_iter": 2000})
+        On a ``resflow`` run, ``{"inverse_max_iter": 2000}`` raises the cap of the fixed-point
+        inverses; a RealNVP has none:
+
+        >>> with_eval_options(read_config("runs/moons"), {"inverse_max_iter": 2000})
+        Traceback (most recent call last):
+        ...
+        jflows.errors.ConfigError: ...
     """
     for key in overrides:
         if key not in EVAL_OPTIONS:
@@ -135,7 +143,7 @@ def abstract_state(model: nn.Module, optimizer, config: dict[str, Any]) -> Train
 
     def create(x):
         return create_train_state(
-            model, optimizer, x, jax.random.key(0), dequantize=config["kind"] == "image"
+            model, optimizer, x, jax.random.key(0)
         )
 
     return jax.eval_shape(create, batch)
@@ -207,8 +215,10 @@ def load_run(
         ConfigError: an override that is not an evaluation-time option.
 
     Example:
-        >>> run = load_run("runs/8g")
-        >>> run.eval_model.apply(run.state.variables(), x, method="log_prob")
+        >>> run = load_run("runs/moons")  # a run of jflows train
+        >>> x = jnp.zeros((3, 2))
+        >>> run.eval_model.apply(run.state.variables(), x, method="log_prob").shape
+        (3,)
     """
     config = read_config(run_dir)
     if overrides:

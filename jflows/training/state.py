@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import flax.linen as nn
@@ -10,8 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jflows.data import dequantize as dequantize_levels
-from jflows.names import DEQUANT, DIAGNOSTICS, LOGDET, PARAMS, SAMPLE
+from jflows.names import DIAGNOSTICS, PARAMS
 
 PyTree = Any
 
@@ -61,10 +61,25 @@ def strong(tree: PyTree) -> PyTree:
     return jax.tree_util.tree_map(fix, tree)
 
 
-def init_rngs(key: jax.Array) -> dict[str, jax.Array]:
-    """One independent key per RNG stream (``params``, ``logdet``, ``sample``, ``dequant``)."""
-    keys = jax.random.split(key, 4)
-    return dict(zip((PARAMS, LOGDET, SAMPLE, DEQUANT), keys))
+def stream_keys(model: nn.Module, key: jax.Array) -> dict[str, jax.Array]:
+    """One key per RNG stream the model declares (``model.rng_streams``), derived from ``key``.
+
+    Each stream's key is ``fold_in(key, crc32(name))``, so a stream's draws do not change when
+    a model gains or loses another stream. A module without declarations gets no streams.
+
+    Example:
+        >>> flow = jflows.models.resflow((2,), n_blocks=1, hidden=(8,))
+        >>> sorted(stream_keys(flow, jax.random.key(0)))
+        ['logdet', 'sample']
+    """
+    streams = sorted(getattr(model, "rng_streams", ()))
+    return {name: jax.random.fold_in(key, zlib.crc32(name.encode())) for name in streams}
+
+
+def init_rngs(model: nn.Module, key: jax.Array) -> dict[str, jax.Array]:
+    """``params`` plus one key per RNG stream the model declares, split from ``key``."""
+    params_key, stream_key = jax.random.split(key)
+    return {PARAMS: params_key, **stream_keys(model, stream_key)}
 
 
 def create_train_state(
@@ -72,8 +87,6 @@ def create_train_state(
     optimizer: optax.GradientTransformation,
     init_batch,
     key: jax.Array,
-    *,
-    dequantize: bool = False,
 ) -> TrainState:
     """Initialises a model on a real data batch and wraps it in a :class:`TrainState`.
 
@@ -84,10 +97,9 @@ def create_train_state(
     Args:
         model: a :class:`jflows.models.Flow` (or any module with a ``log_prob`` method).
         optimizer: an optax transformation.
-        init_batch: a batch of data, float vectors or, with ``dequantize=True``, integer
-            image levels.
-        key: a PRNG key; it is split into the four streams of ``jflows.names``.
-        dequantize: add ``U[0, 1)`` noise to integer ``init_batch`` first (image data).
+        init_batch: a batch of data as the model takes it (integer levels for image models,
+            whose first layer dequantizes).
+        key: a PRNG key; it gives ``params`` and every stream the model declares.
 
     Returns:
         A state at step 0 whose leaves are all strongly typed.
@@ -96,10 +108,8 @@ def create_train_state(
         >>> flow = jflows.models.realnvp((2,))
         >>> state = create_train_state(flow, optax.adam(1e-3), x[:500], jax.random.key(0))
     """
-    rngs = init_rngs(key)
+    rngs = init_rngs(model, key)
     batch = jnp.asarray(init_batch)
-    if dequantize:
-        batch = dequantize_levels(rngs[DEQUANT], batch)
     # jit: an eager init of a deep flow dispatches thousands of small ops one by one
     variables = jax.jit(lambda r, b: model.init(r, b, method="log_prob"))(rngs, batch)
     variables = strong({k: v for k, v in variables.items() if k != DIAGNOSTICS})

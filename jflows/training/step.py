@@ -16,34 +16,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jflows.data import dequantize as dequantize_levels
-from jflows.names import CONSTANTS, DEQUANT, LIPSCHITZ, LOGDET, PARAMS
-from jflows.training.state import TrainState
+from jflows.names import CONSTANTS, LIPSCHITZ, PARAMS
+from jflows.training.state import TrainState, stream_keys
 
 TrainStep = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
 EvalStep = Callable[[TrainState, jax.Array, jax.Array], jax.Array]
 
 
-def _inputs_and_rngs(batch, key, dequantize: bool, axis_name: str | None = None):
-    """Splits ``key`` into the model's streams and dequantizes integer data if asked.
-
-    Under ``pmap`` (``axis_name`` given) the dequantization noise is drawn for the gathered
-    global batch and each replica keeps its own slice, so it equals the single-device draw;
-    the ``logdet`` key is folded with the replica index, so every replica draws its own
-    Hutchinson probes and roulette length (as PyTorch's DataParallel replicas do).
-    """
-    k_logdet, k_model_dequant, k_noise = jax.random.split(key, 3)
-    if axis_name is None:
-        x = dequantize_levels(k_noise, batch) if dequantize else batch
-        return x, {LOGDET: k_logdet, DEQUANT: k_model_dequant}
-    index = jax.lax.axis_index(axis_name)
-    if dequantize:
-        full = jax.lax.all_gather(batch, axis_name, tiled=True)
-        noisy = dequantize_levels(k_noise, full)
-        x = jax.lax.dynamic_slice_in_dim(noisy, index * batch.shape[0], batch.shape[0])
-    else:
-        x = batch
-    return x, {LOGDET: jax.random.fold_in(k_logdet, index), DEQUANT: k_model_dequant}
+def _rngs(model, key, axis_name: str | None = None):
+    """The step's RNG dict; under ``pmap`` every replica folds in its index (own draws)."""
+    if axis_name is not None:
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    return stream_keys(model, key)
 
 
 def _all_finite(loss, grads) -> jax.Array:
@@ -61,7 +45,6 @@ def train_step_fn(
     model: nn.Module,
     optimizer: optax.GradientTransformation,
     *,
-    dequantize: bool = False,
     axis_name: str | None = None,
 ) -> TrainStep:
     """The pure (un-jitted) training step behind every ``make_*_train_step``.
@@ -75,7 +58,7 @@ def train_step_fn(
         return value if axis_name is None else jax.lax.pmean(value, axis_name)
 
     def step(state: TrainState, batch: jax.Array, key: jax.Array):
-        x, rngs = _inputs_and_rngs(batch, key, dequantize, axis_name)
+        x, rngs = batch, _rngs(model, key, axis_name)
         mutable = sorted(c for c in state.collections if c != CONSTANTS)
 
         def loss_fn(params):
@@ -111,14 +94,13 @@ def train_step_fn(
 def make_train_step(
     model: nn.Module,
     optimizer: optax.GradientTransformation,
-    *,
-    dequantize: bool = False,
 ) -> TrainStep:
     """Builds the jitted training step of ``model`` (the state argument is donated).
 
-    The loss is ``-mean(log_prob(x))`` in nats; with ``dequantize=True`` the batch holds
-    integer levels and ``x = batch + U[0, 1)`` is drawn from ``key``. The streams ``logdet``
-    and ``dequant`` are derived from ``key``. When the state has non-parameter collections
+    The loss is ``-mean(log_prob(x))`` in nats (a bound's, for models with stochastic layers
+    such as the dequantization of image models, which take the integer levels themselves).
+    Every RNG stream the model declares is derived from ``key``
+    (:func:`~jflows.training.state.stream_keys`). When the state has non-parameter collections
     (``lipschitz``), the model is applied with them mutable, so spectrally normalised layers
     refresh their power iteration once per step, and the refreshed values are kept
     (``constants``, e.g. Glow's fixed LU factors, are read only). A step whose loss or
@@ -128,7 +110,6 @@ def make_train_step(
     Args:
         model: the training-mode model (e.g. a residual flow with its training estimator).
         optimizer: the optax transformation the state was created with.
-        dequantize: the data are integer image levels.
 
     Returns:
         ``step(state, batch, key) -> (state, metrics)`` with ``metrics`` a dict of device
@@ -139,21 +120,20 @@ def make_train_step(
         >>> step = make_train_step(flow, optimizer)
         >>> state, metrics = step(state, x_batch, jax.random.key(1))
     """
-    return jax.jit(train_step_fn(model, optimizer, dequantize=dequantize), donate_argnums=0)
+    return jax.jit(train_step_fn(model, optimizer), donate_argnums=0)
 
 
-def make_eval_step(model: nn.Module, *, dequantize: bool = False) -> EvalStep:
+def make_eval_step(model: nn.Module) -> EvalStep:
     """Builds the jitted per-example NLL of ``model`` (nats), without changing the state.
 
     With a ``lipschitz`` collection the model is applied with it mutable, so the spectral
     normalisation is refreshed for the current weights; the refreshed vectors are discarded.
-    With ``dequantize=True`` one uniform dequantization draw per example comes from ``key``;
-    pass a fixed key to get a deterministic evaluation.
+    The model's stochastic parts (dequantization noise, log-det estimators) draw from
+    streams derived from ``key``; pass a fixed key to get a deterministic evaluation.
 
     Args:
         model: the evaluation-mode model (built with ``training=False``); it shares the
             training model's parameters.
-        dequantize: the data are integer image levels.
 
     Returns:
         ``eval_step(state, batch, key) -> nll`` with ``nll`` of shape ``(batch_size,)``.
@@ -163,7 +143,7 @@ def make_eval_step(model: nn.Module, *, dequantize: bool = False) -> EvalStep:
     """
 
     def eval_step(state: TrainState, batch: jax.Array, key: jax.Array) -> jax.Array:
-        x, rngs = _inputs_and_rngs(batch, key, dequantize)
+        x, rngs = batch, _rngs(model, key)
         if LIPSCHITZ in state.collections:
             log_prob, _ = model.apply(
                 state.variables(), x, method="log_prob", rngs=rngs, mutable=[LIPSCHITZ]
@@ -175,13 +155,13 @@ def make_eval_step(model: nn.Module, *, dequantize: bool = False) -> EvalStep:
     return jax.jit(eval_step)
 
 
-def lipschitz_refresh_fn(model: nn.Module, *, dequantize: bool = False):
+def lipschitz_refresh_fn(model: nn.Module):
     """The un-jitted ``refresh(state, batch, key) -> state`` (see make_lipschitz_refresh)."""
 
     def refresh(state: TrainState, batch: jax.Array, key: jax.Array) -> TrainState:
         if LIPSCHITZ not in state.collections:
             return state
-        x, rngs = _inputs_and_rngs(batch, key, dequantize)
+        x, rngs = batch, _rngs(model, key)
         _, updated = model.apply(
             state.variables(), x, method="log_prob", rngs=rngs, mutable=[LIPSCHITZ]
         )
@@ -190,7 +170,7 @@ def lipschitz_refresh_fn(model: nn.Module, *, dequantize: bool = False):
     return refresh
 
 
-def make_lipschitz_refresh(model: nn.Module, *, dequantize: bool = False):
+def make_lipschitz_refresh(model: nn.Module):
     """Builds a jitted ``refresh(state, batch, key) -> state`` for spectrally normalised layers.
 
     The training step refreshes the power-iteration vectors inside its forward pass, for the
@@ -206,4 +186,4 @@ def make_lipschitz_refresh(model: nn.Module, *, dequantize: bool = False):
         >>> refresh = make_lipschitz_refresh(eval_flow)
         >>> state = refresh(state, x_batch, jax.random.key(0))
     """
-    return jax.jit(lipschitz_refresh_fn(model, dequantize=dequantize))
+    return jax.jit(lipschitz_refresh_fn(model))

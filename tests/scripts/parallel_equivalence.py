@@ -26,18 +26,17 @@ def max_diff(a, b):
     return max(diffs, default=0.0)
 
 
-def run(name, flow, batches, dequantize, pmap_deterministic):
+def run(name, flow, batches, pmap_deterministic):
     opt = optax.sgd(0.05)  # linear in the gradient (Adam amplifies rounding near zero)
     key = jax.random.key(0)
-    single = create_train_state(flow, opt, batches[0], key, dequantize=dequantize)
-    step = make_train_step(flow, opt, dequantize=dequantize)
+    single = create_train_state(flow, opt, batches[0], key)
+    step = make_train_step(flow, opt)
     mesh = par.make_mesh(4)
-    sharded = par.create_sharded_train_state(flow, opt, batches[0], key, mesh,
-                                             dequantize=dequantize)
+    sharded = par.create_sharded_train_state(flow, opt, batches[0], key, mesh)
     init_diff = max_diff(sharded.params, single.params)  # ActNorm from global statistics
-    sharded_step = par.make_sharded_train_step(flow, opt, mesh, dequantize=dequantize)
+    sharded_step = par.make_sharded_train_step(flow, opt, mesh)
     pmapped = par.replicate_for_pmap(single)
-    pmap_step = par.make_pmap_train_step(flow, opt, dequantize=dequantize)
+    pmap_step = par.make_pmap_train_step(flow, opt)
     for i, batch in enumerate(batches):
         k = jax.random.key(100 + i)
         single, m1 = step(single, batch, k)
@@ -52,7 +51,7 @@ def run(name, flow, batches, dequantize, pmap_deterministic):
             lambda a: np.broadcast_to(a[:1], a.shape), pmapped.params)),
         "pmap_deterministic": pmap_deterministic,
         "moved": max_diff(single.params, create_train_state(
-            flow, opt, batches[0], key, dequantize=dequantize).params),
+            flow, opt, batches[0], key).params),
         "sharded_is_sharded": str(sharded.params and jax.tree.leaves(sharded.params)[0].sharding),
     }
     return name, out
@@ -64,12 +63,12 @@ def main():
     img = [rng.integers(0, 17, size=(16, 8, 8, 1)).astype(np.uint8) for _ in range(STEPS)]
     pre = jm.image_preprocessing(17)
     results = dict([
-        run("realnvp", jm.realnvp((2,), hidden=(16,), actnorm=True), vec, False, True),
+        run("realnvp", jm.realnvp((2,), hidden=(16,), actnorm=True), vec, True),
         run("resflow_exact", jm.resflow((2,), n_blocks=2, hidden=(16,), logdet="exact"),
-            vec, False, True),
-        run("resflow_roulette", jm.resflow((2,), n_blocks=2, hidden=(16,)), vec, False, False),
+            vec, True),
+        run("resflow_roulette", jm.resflow((2,), n_blocks=2, hidden=(16,)), vec, False),
         run("glow", jm.glow((8, 8, 1), levels=2, steps=1, hidden=8, preprocessing=pre), img,
-            True, True),
+            False),  # pmap replicas draw their own dequantization noise
     ])
     json.dump(results, sys.stdout)
 
