@@ -5,6 +5,9 @@ import jax
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+# Scripts the tests run in their own processes; --doctest-modules must not import them.
+collect_ignore = ["scripts"]
+
 # Unit tests run tiny programs many times over: compile time dominates, so skip most XLA
 # optimisation passes (as distrax's CI does). Numerics are unchanged up to rounding.
 jax.config.update("jax_disable_most_optimizations", True)

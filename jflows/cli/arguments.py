@@ -61,7 +61,14 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr (exit code 2), without usage.
 
     Example:
-        >>> OneLineErrorParser(prog="jflows").parse_args(["--bad"])  # doctest: +SKIP
+        >>> import contextlib, io
+        >>> stderr = io.StringIO()
+        >>> with contextlib.redirect_stderr(stderr):
+        ...     OneLineErrorParser(prog="jflows").parse_args(["--bad"])
+        Traceback (most recent call last):
+        ...
+        SystemExit: 2
+        >>> print(stderr.getvalue(), end="")
         jflows: error: unrecognized arguments: --bad (see jflows --help)
     """
 

@@ -17,8 +17,11 @@ def squeeze(x: jax.Array, factor: int = 2) -> jax.Array:
     """Space-to-depth: ``(..., H, W, C) -> (..., H/f, W/f, C f^2)``.
 
     Example:
-        >>> squeeze(jnp.arange(16.0).reshape(4, 4, 1)).shape
+        >>> z = squeeze(jnp.arange(16.0).reshape(4, 4, 1))
+        >>> z.shape
         (2, 2, 4)
+        >>> z[0, 0]  # the top-left 2x2 patch, row by row
+        Array([0., 1., 4., 5.], dtype=float32)
     """
     *lead, h, w, c = x.shape
     if h % factor or w % factor:

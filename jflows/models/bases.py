@@ -19,8 +19,12 @@ class StandardNormal(nn.Module):
             the wider of this and its input's dtype.
 
     Example:
-        >>> base = StandardNormal((2,), dtype="float64")
-        >>> z = base.apply({}, jax.random.key(0), 5, method="sample")  # float64, shape (5, 2)
+        >>> base = StandardNormal((2,))
+        >>> z = base.apply({}, jax.random.key(0), 5, method="sample")
+        >>> z.shape, z.dtype
+        ((5, 2), dtype('float32'))
+        >>> float(base.apply({}, jnp.zeros(2), method="log_prob"))  # -log(2 pi)
+        -1.837...
     """
 
     event_shape: tuple[int, ...]

@@ -65,7 +65,17 @@ def _compiled(flow, method: str, statics: tuple, kw_statics: tuple):
 
 
 def check_inverse_infos(infos: dict[str, FixedPointInfo]) -> None:
-    """Raises :class:`InverseNotConvergedError` if any block's solve did not converge."""
+    """Raises :class:`InverseNotConvergedError` if any block's solve did not converge.
+
+    Example:
+        >>> info = FixedPointInfo(iterations=np.int32(1), residual=np.float32(0.02),
+        ...                       converged=np.array([True, False]))  # 2 blocks of an nn.scan
+        >>> check_inverse_infos({"bijector/block/inverse": info})
+        Traceback (most recent call last):
+        ...
+        jflows.errors.InverseNotConvergedError: the fixed-point inverse of bijector/block (blocks
+        [1] of the stack) did not converge: 1 iterations, residual 0.02. Raise inverse_max_iter ...
+    """
     failed = []
     for path, info in infos.items():
         converged = np.asarray(info.converged)
@@ -122,12 +132,13 @@ def checked_apply(
         InverseNotConvergedError: naming the block, its iterations and residual.
 
     Example:
-        >>> flow = jflows.models.resflow((2,), n_blocks=2, hidden=(8,), inverse_max_iter=1)
-        >>> variables = flow.init({"params": jax.random.key(0)}, x, method="log_prob")
-        >>> try:
-        ...     checked_apply(flow, variables, 100, rngs={"sample": jax.random.key(1)})
-        ... except InverseNotConvergedError as err:
-        ...     print("not converged:", err)
+        >>> flow = jflows.models.realnvp((2,), n_couplings=2, hidden=(8,))
+        >>> variables = flow.init(key, jnp.zeros((1, 2)))
+        >>> checked_apply(flow, variables, 5, rngs={"sample": key}).shape  # 5 samples
+        (5, 2)
+
+        With a residual flow whose inverse cannot converge (``inverse_max_iter=1``, say) the
+        same call raises the error of :func:`check_inverse_infos`.
     """
     statics = tuple((isinstance(a, _STATIC), a if isinstance(a, _STATIC) else None) for a in args)
     arrays = [a for a in args if not isinstance(a, _STATIC)]

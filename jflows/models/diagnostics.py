@@ -96,8 +96,15 @@ def residual_diagnostics(
         A :class:`ResidualReport`.
 
     Example:
-        >>> report = residual_diagnostics(eval_flow, state.variables(), x_test[:256])
+        >>> flow = jflows.models.resflow((2,), n_blocks=2, hidden=(8,), training=False)
+        >>> x = jax.random.normal(key, (64, 2))
+        >>> report = residual_diagnostics(flow, flow.init(key, x), x)
+        >>> len(report.blocks), report.inversion_error < 1e-4
+        (2, True)
         >>> print(report.summary())
+        block...Lip(g)...bound...iters...residual conv
+        ...True
+        inversion error ...; bi-Lipschitz bound ... (from the coefficients: ...)
     """
     rngs = rngs or {}
     (z, _), sown = flow.apply(

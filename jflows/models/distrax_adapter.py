@@ -48,9 +48,14 @@ def to_distrax(
     base and maps through the flow's inverse.
 
     Example:
+        >>> flow = jflows.models.realnvp((2,), n_couplings=2, hidden=(8,))
+        >>> x = jax.random.normal(key, (8, 2))
+        >>> variables = flow.init(key, x)
         >>> dist = to_distrax(flow, variables)
-        >>> dist.log_prob(x)  # == flow.apply(variables, x, method="log_prob")
-        >>> dist.sample(seed=jax.random.key(0), sample_shape=(100,))
+        >>> bool(jnp.allclose(dist.log_prob(x), flow.apply(variables, x, method="log_prob")))
+        True
+        >>> dist.sample(seed=jax.random.key(1), sample_shape=(100,)).shape
+        (100, 2)
     """
     base = flow.apply(variables, method=lambda module: module.base.distribution())
     return distrax.Transformed(base, FlowBijector(flow, variables, rngs))

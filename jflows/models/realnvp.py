@@ -142,7 +142,12 @@ def realnvp(
             :func:`~jflows.models.resflow` or :func:`~jflows.models.iresnet`).
 
     Example:
-        >>> flow = realnvp((2,), preprocessing=vector_preprocessing(mean, std))
+        >>> x = 3.0 * jax.random.normal(key, (8, 2)) + 1.0
+        >>> standardise = jflows.models.vector_preprocessing(x.mean(0).tolist(), x.std(0).tolist())
+        >>> flow = realnvp((2,), n_couplings=2, hidden=(8,), preprocessing=standardise)
+        >>> variables = flow.init(key, x)
+        >>> flow.apply(variables, x, method="log_prob").shape
+        (8,)
     """
     kind = event_kind(event_shape)
     dtype = model_dtype(dtype, "realnvp")

@@ -1,9 +1,13 @@
 """Training: train state, jitted train/eval steps, the fit loop, checkpoints, metrics, pictures.
 
 Example:
-    >>> state = create_train_state(flow, optax.adam(1e-3), x[:500], jax.random.key(0))
+    >>> flow = jflows.models.realnvp((2,), n_couplings=2, hidden=(8,))
+    >>> x = jax.random.normal(key, (64, 2))
+    >>> state = create_train_state(flow, optax.adam(1e-3), x, key)
     >>> step = make_train_step(flow, optax.adam(1e-3))
-    >>> state, metrics = step(state, x[:500], jax.random.key(1))
+    >>> state, metrics = step(state, x, jax.random.key(1))
+    >>> int(state.step), sorted(metrics)
+    (1, ['finite', 'grad_norm', 'loss'])
 """
 
 from jflows.training.checkpoints import Checkpointer

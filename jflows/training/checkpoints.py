@@ -82,9 +82,12 @@ class Checkpointer:
             a run that another process may still be training.
 
     Example:
-        >>> ckpt = Checkpointer("runs/a/checkpoints")
-        >>> ckpt.save(100, state, {"wall_time_s": 12.5})
-        >>> state, meta = ckpt.restore(state)
+        >>> state = {"w": jnp.arange(3.0)}  # any pytree; fit saves its TrainState
+        >>> with Checkpointer("runs/a/checkpoints") as ckpt:
+        ...     ckpt.save(100, state, {"wall_time_s": 12.5})
+        ...     restored, meta = ckpt.restore(state)
+        >>> restored["w"], meta
+        (Array([0., 1., 2.], dtype=float32), {'wall_time_s': 12.5})
     """
 
     def __init__(

@@ -12,8 +12,10 @@ strict JSON, or NaN) leave gaps and are counted in the legend; axes spanning man
 magnitude switch to a symmetric log scale.
 
 Example:
-    >>> save_training_curves("runs/8g", "runs/8g/curves.png")
-    >>> save_training_curves(["runs/a", "runs/b"], "compare.png")
+    >>> save_training_curves("runs/moons", "runs/moons/curves.png")  # a run of jflows train
+    'runs/moons/curves.png'
+
+A list of run directories (``["runs/a", "runs/b"]``) draws them in one figure, for comparison.
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ def read_run_curves(run_dir: str | os.PathLike) -> dict[str, Any]:
         CheckpointError: ``run_dir`` does not exist or has no ``evals.jsonl``.
 
     Example:
-        >>> read_run_curves("runs/8g")["evals"][-1]["test_nll"]
+        >>> curves = read_run_curves("runs/moons")  # a run of 4 steps, evaluated every 2
+        >>> curves["label"], [record["step"] for record in curves["evals"]]
+        ('moons', [2, 4])
     """
     run = os.fspath(run_dir)
     path = os.path.join(run, EVALS_FILE)
@@ -177,7 +181,8 @@ def save_training_curves(
         CheckpointError: a run directory that does not exist or has no ``evals.jsonl``.
 
     Example:
-        >>> save_training_curves(["runs/lr1e-3", "runs/lr1e-2"], "lr.png")
+        >>> save_training_curves(["runs/moons"], "lr.png", labels=["lr 2e-3"])
+        'lr.png'
     """
     runs = _as_runs(runs)
     names = _unique_labels(runs, labels)

@@ -7,7 +7,10 @@ process the lock is re-entrant (``jflows train`` holds it around ``fit``, which 
 
 Example:
     >>> with run_lock("runs/a"):
-    ...     ...  # train, write config.json, checkpoints, pictures
+    ...     pass  # train, write config.json, checkpoints, pictures
+    >>> import os
+    >>> os.path.exists("runs/a/.lock")  # the file stays, the lock is released
+    True
 """
 
 from __future__ import annotations

@@ -41,6 +41,10 @@ def make_optimizer(
 
     Example:
         >>> optimizer = make_optimizer(2e-3, steps=3000, schedule="cosine", grad_clip=10.0)
+        >>> params = {"w": jnp.zeros(2)}
+        >>> updates, _ = optimizer.update({"w": jnp.ones(2)}, optimizer.init(params), params)
+        >>> [round(float(u), 6) for u in updates["w"]]  # Adam's first step: the peak rate, downhill
+        [-0.002, -0.002]
     """
     if not (isinstance(learning_rate, int | float) and math.isfinite(learning_rate)) or (
         learning_rate <= 0

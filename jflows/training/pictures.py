@@ -57,7 +57,10 @@ def draw_samples(
     inverse does not converge raises :class:`~jflows.bijectors.InverseNotConvergedError`.
 
     Example:
-        >>> x = draw_samples(flow, state, 500, jax.random.key(0))
+        >>> from jflows.training import load_run
+        >>> run = load_run("runs/moons")  # a run of jflows train
+        >>> draw_samples(run.eval_model, run.state, 500, key).shape
+        (500, 2)
     """
     size = min(n, chunk)
     variables = state.variables()
@@ -154,7 +157,8 @@ def save_samples_picture(
     :data:`~jflows.training.plots.MAX_MATRIX_DIMS` coordinates (over ``data``, when given).
 
     Example:
-        >>> save_samples_picture("samples.png", draw_samples(flow, state, 500, key))
+        >>> samples = np.random.default_rng(0).normal(size=(500, 2))
+        >>> save_samples_picture("samples.png", samples, title="500 samples")  # a scatter plot
     """
     if levels is not None:
         save_image_grid(path, samples, levels, title)
@@ -210,8 +214,12 @@ def save_run_pictures(
         The paths written.
 
     Example:
-        >>> save_run_pictures("runs/8g", eval_model, state, ds, key=jax.random.key(1),
-        ...                   model_name="realnvp", record=history[-1])
+        >>> from jflows.training import load_run
+        >>> run = load_run("runs/moons")  # a run of jflows train on 2-D data
+        >>> dataset = jflows.data.load_dataset("moons", n_train=1000, n_test=100)
+        >>> save_run_pictures("runs/moons", run.eval_model, run.state, dataset, key=key,
+        ...                   n_samples=500, model_name="realnvp")
+        ['runs/moons/samples.png', 'runs/moons/density.png']
     """
     step = int(state.step) if step is None else step
     bad = _nonfinite_leaves(state)

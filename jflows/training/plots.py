@@ -8,6 +8,9 @@ the picture shows (see :func:`jflows.training.pictures.run_caption`).
 Example:
     >>> x = np.random.default_rng(0).normal(size=(500, 5))
     >>> save_scatter_matrix("samples.png", x, title="realnvp, step 5000")
+    >>> import os
+    >>> os.path.exists("samples.png")
+    True
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ def plot_range(data: np.ndarray, margin: float = 0.1, dims: int = 2) -> Bounds:
     The 0.5-99.5 percentiles, widened by ``margin`` times their spread.
 
     Example:
-        >>> (x_lo, x_hi), (y_lo, y_hi) = plot_range(x_train)
+        >>> x = np.random.default_rng(0).normal(size=(1000, 2))
+        >>> (x_lo, x_hi), (y_lo, y_hi) = plot_range(x)
+        >>> x_lo < -2.6 < 2.6 < x_hi  # the 0.5-99.5 percentiles are about -2.6 and 2.6
+        True
     """
     lo, hi = np.percentile(np.asarray(data)[:, :dims], [0.5, 99.5], axis=0)
     pad = margin * (hi - lo) + 1e-6
@@ -72,9 +78,14 @@ def save_density_figure(
     """2-D data, three panels: the model density (with a colour bar), the data, model samples.
 
     Example:
-        >>> bounds = plot_range(x_train)
-        >>> save_density_figure("density.png", density_grid(step, state, bounds), bounds,
-        ...                     x_train, samples, title="realnvp, step 5000")
+        >>> rng = np.random.default_rng(0)
+        >>> data, samples = rng.normal(size=(1000, 2)), rng.normal(size=(500, 2))
+        >>> bounds = plot_range(data)
+        >>> xs, ys = np.linspace(*bounds[0], 100), np.linspace(*bounds[1], 100)
+        >>> density = np.exp(-(xs[None, :] ** 2 + ys[:, None] ** 2) / 2) / (2 * np.pi)  # rows: y
+        >>> save_density_figure("density.png", density, bounds, data, samples, title="N(0, I)")
+
+        A model's density on such a grid: :func:`jflows.training.pictures.density_grid`.
     """
     fig = Figure(figsize=(13, 4.4), dpi=100)
     axes = fig.subplots(1, 3)
@@ -102,7 +113,11 @@ def save_density_1d(
     """1-D data: the model density curve over histograms of the data and of model samples.
 
     Example:
-        >>> save_density_1d("density.png", xs, np.exp(-nll), x_train, samples)
+        >>> rng = np.random.default_rng(0)
+        >>> grid = np.linspace(-4.0, 4.0, 200)
+        >>> density = np.exp(-grid ** 2 / 2) / np.sqrt(2 * np.pi)
+        >>> save_density_1d("density.png", grid, density, rng.normal(size=(1000, 1)),
+        ...                 rng.normal(size=(500, 1)), title="N(0, 1)")
     """
     fig = Figure(figsize=(7, 4.4), dpi=100)
     ax = fig.subplots()
@@ -162,7 +177,9 @@ def save_scatter_matrix(
     it, so neither hides the other; the diagonal holds histograms of both.
 
     Example:
-        >>> save_scatter_matrix("samples.png", samples, data=x_train, title="resflow")
+        >>> rng = np.random.default_rng(0)
+        >>> samples, data = rng.normal(size=(500, 6)), rng.normal(size=(1000, 6))
+        >>> save_scatter_matrix("samples.png", samples, data=data, title="resflow")
     """
     d = samples.shape[1]
     k = min(d, max_dims)
@@ -209,6 +226,7 @@ def save_image_grid(
     One channel is shown in grey, three as RGB, and otherwise the first channel.
 
     Example:
+        >>> samples = np.random.default_rng(0).uniform(0, 17, size=(16, 8, 8, 1))
         >>> save_image_grid("samples.png", samples, levels=17, title="glow, step 1000, T = 0.7")
     """
     x = to_levels(images, levels).astype(np.float32) / (levels - 1)

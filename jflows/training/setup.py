@@ -4,12 +4,8 @@
 into the full ``config.json`` content and the :class:`~jflows.data.Dataset`, validating
 everything before anything is written. :func:`train_run` then trains it with
 :func:`~jflows.training.fit`, which writes ``config.json`` into the run directory, so a run
-made from Python can be evaluated, sampled and resumed by the command line:
-
-Example:
-    >>> run = train_run("realnvp", "moons", "runs/moons", steps=500, options={"n_couplings": 4})
-    >>> run.history[-1]["test_nll"]
-    # then: jflows eval --run runs/moons --data moons; jflows train ... --out runs/moons
+made from Python can be evaluated, sampled and resumed by the command line (see the example
+of :func:`train_run`).
 """
 
 from __future__ import annotations
@@ -264,7 +260,17 @@ def train_run(
         A :class:`TrainedRun` (``state`` is the best state).
 
     Example:
-        >>> run = train_run("realnvp", "8gaussians", "runs/8g", steps=1000)
+        A tiny run (the defaults train 5000 steps of a larger model):
+
+        >>> run = train_run("realnvp", "moons", "runs/new", steps=4, eval_every=2,
+        ...                 batch_size=64, options={"n_couplings": 2, "hidden": (8,)})
+        >>> [record["step"] for record in run.history]
+        [2, 4]
+        >>> sorted({"config.json", "checkpoints", "evals.jsonl"} & set(os.listdir("runs/new")))
+        ['checkpoints', 'config.json', 'evals.jsonl']
+
+        Then ``jflows eval --run runs/new --data moons`` evaluates it and ``jflows train
+        --model realnvp --data moons --out runs/new --steps 10`` resumes it.
     """
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
