@@ -23,9 +23,6 @@ class Reshape(Bijector):
         >>> z, logdet = flatten.apply({}, jnp.zeros((5, 8, 8, 1)), method="forward_and_log_det")
         >>> z.shape, logdet.shape
         ((5, 64), (5,))
-        >>> z, logdet = flatten.apply({}, jnp.zeros((5, 8, 8, 1)), method="forward_and_log_det")
-        >>> z.shape, logdet.shape
-        ((5, 64), (5,))
     """
 
     event_shape_in: tuple[int, ...]
