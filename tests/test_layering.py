@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md: each package imports only the layers listed above it."""
+"""The layering rule of docs/design.md ("Layering"): a package imports only the layers above it."""
 
 import ast
 import pathlib

@@ -2,7 +2,7 @@
 
 ``sklearn.datasets.load_digits`` ships 1797 grey-scale images of 8x8 pixels whose values are the
 integers 0..16 (17 levels; sklearn bundles the file, so nothing is downloaded). The benchmark
-workload W3 (``reference/workloads.md``) splits them with one fixed permutation,
+workload W3 (docs/design.md, "Benchmark workloads") splits them with one fixed permutation,
 ``numpy.random.default_rng(0).permutation(1797)``: the first 1500 indices train, the other 297
 test. The split does not depend on any run seed.
 
