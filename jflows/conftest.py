@@ -72,7 +72,7 @@ def _uses_run(item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skips DOCTEST_PENDING, marks DOCTEST_SLOW slow, keeps the users of RUN on one worker."""
+    """Skips DOCTEST_PENDING; marks DOCTEST_SLOW and the users of RUN slow (RUN on one worker)."""
     for item in items:
         if not isinstance(item, pytest.DoctestItem):
             continue
@@ -83,7 +83,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="example pending the layer contract"))
         if item.name in DOCTEST_SLOW:
             item.add_marker(pytest.mark.slow)
-        if _uses_run(item):  # one worker trains the shared run (pytest-xdist --dist loadgroup)
+        if _uses_run(item):  # they need a training run: slow, and all on one pytest-xdist worker
+            item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.xdist_group("doctest_run"))
 
 
