@@ -34,6 +34,8 @@ class Case:
     rtol32: float = 2e-4
     exact_logdet: bool = True
     same_shape: bool = True
+    # shape of one context for conditional cases (the suite passes a fixed context)
+    context: tuple[int, ...] | None = None
 
 
 V = (4,)
@@ -94,16 +96,26 @@ CASES = [
         (2,), hidden=(8,), preprocessing=jm.vector_preprocessing((1.0, -1.0), (2.0, 0.5)),
         dtype=DT), (2,)),
     Case("model_realnvp_image", lambda: jm.realnvp(IMG, conv_hidden=4, n_levels=2, dtype=DT), IMG),
+    # the bijective part of the digits models: their pre-processing after the dequantization
+    # layer, on dequantized data (the full models are stochastic: tests/test_contract_kinds.py)
     Case("model_realnvp_image_digits", lambda: jm.realnvp(
         IMG1, conv_hidden=4, n_levels=2, actnorm=True,
-        preprocessing=jm.image_preprocessing(17, logit_alpha=0.05), dtype=DT), IMG1,
+        preprocessing=jm.image_preprocessing(17, logit_alpha=0.05)[1:], dtype=DT), IMG1,
         uniform=(0.0, 17.0)),
+    Case("model_realnvp_vector_conditional", lambda: jm.realnvp(
+        (4,), n_couplings=2, hidden=(8,), actnorm=True, context_shape=(3,), dtype=DT), V,
+         context=(3,)),
+    Case("split_coupling_conditional", lambda: jb.SplitCoupling(1, 0, MLP8(), use_context=True),
+         (5,), context=(2,)),
+    Case("glow_step_conditional", lambda: jb.GlowStep(hidden=4, use_context=True), IMG,
+         context=(2,)),
 ]
 
 CASES += [
     Case("model_glow_small", lambda: jm.glow(IMG, levels=2, steps=2, hidden=4, dtype=DT), IMG),
     Case("model_glow_digits", lambda: jm.glow(
-        IMG1, levels=2, steps=2, hidden=4, preprocessing=jm.image_preprocessing(17), dtype=DT),
+        IMG1, levels=2, steps=2, hidden=4, preprocessing=jm.image_preprocessing(17)[1:],
+        dtype=DT),
         IMG1, uniform=(0.0, 17.0)),
 ]
 

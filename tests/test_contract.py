@@ -41,10 +41,11 @@ class Harness:
     def __init__(self, case: Case):
         self.case = case
         self.module = module = case.make()
+        assert module.kind.name == "BIJECTION", f"{case.name}: not a bijection ({module.kind})"
         x_init = _data(case, jax.random.key(0), batch=16)
         # a model is initialised as users do (through log_prob, which creates a learned base)
         method = "log_prob" if isinstance(module, Flow) else "forward_and_log_det"
-        init = jax.jit(lambda rngs, x: module.init(rngs, x, method=method))
+        init = jax.jit(lambda rngs, x: module.init(rngs, *self.args(x), method=method))
         variables = init({PARAMS: jax.random.key(1), **_rngs()}, x_init)
         # perturb the trainable parameters only (constants and power-iteration state stay)
         leaves, treedef = jax.tree.flatten(variables.get(PARAMS, {}))
@@ -54,7 +55,8 @@ class Harness:
         self.variables = {**variables, PARAMS: jax.tree.unflatten(treedef, leaves)}
         if LIPSCHITZ in self.variables:  # re-converge the power iteration for the new weights
             refresh = jax.jit(lambda v, e: module.apply(
-                v, e, method="forward_and_log_det", rngs=_rngs(), mutable=[LIPSCHITZ])[1])
+                v, *self.args(e), method="forward_and_log_det", rngs=_rngs(),
+                mutable=[LIPSCHITZ])[1])
             for _ in range(10):
                 self.variables = {**self.variables, **refresh(self.variables, x_init)}
         self.x = _data(case, jax.random.key(2))
@@ -62,8 +64,23 @@ class Harness:
         self.inv = jax.jit(lambda v, e: self.apply(v, e, "inverse_and_log_det"))
         self.z, self.ld = self.fwd(self.variables, self.x)
 
+    def context(self, batch_shape=()):
+        """The fixed context of a conditional case, with ``batch_shape`` in front."""
+        k = self.case.context
+        c0 = jnp.linspace(-1.0, 1.0, math.prod(k), dtype=DTYPE).reshape(k)
+        return jnp.broadcast_to(c0, (*batch_shape, *k))
+
+    def args(self, x):
+        """``(x,)``, or ``(x, context)`` for a conditional case."""
+        if self.case.context is None:
+            return (x,)
+        return (x, self.context(x.shape[: x.ndim - len(self.case.event_shape)]))
+
+    def sample_kwargs(self):
+        return {} if self.case.context is None else {"context": self.context()}
+
     def apply(self, variables, x, method):
-        return self.module.apply(variables, x, method=method, rngs=_rngs())
+        return self.module.apply(variables, *self.args(x), method=method, rngs=_rngs())
 
     def tol(self, scale=1.0):
         return (1e-9 if X64 else self.case.rtol32) * scale
@@ -205,7 +222,8 @@ def test_model_samples_have_the_model_dtype(h_model):
     h = h_model
     assert _is_flow(h)
     n = 5
-    x = jax.jit(lambda v: h.module.apply(v, n, method="sample", rngs=_rngs(3)))(h.variables)
+    x = jax.jit(lambda v: h.module.apply(
+        v, n, method="sample", rngs=_rngs(3), **h.sample_kwargs()))(h.variables)
     assert x.shape == (n, *h.case.event_shape) and x.dtype == DTYPE
     assert bool(jnp.all(jnp.isfinite(x)))
 
@@ -217,10 +235,11 @@ def test_model_sample_and_log_prob_matches_log_prob(h_model):
     assert _is_flow(h)
     n = 5
     xs, lp = jax.jit(lambda v: h.module.apply(
-        v, n, method="sample_and_log_prob", rngs=_rngs(3)))(h.variables)
+        v, n, method="sample_and_log_prob", rngs=_rngs(3), **h.sample_kwargs()))(h.variables)
     assert xs.dtype == DTYPE and lp.dtype == DTYPE and lp.shape == (n,)
     assert bool(jnp.all(jnp.isfinite(xs))) and bool(jnp.all(jnp.isfinite(lp)))
-    x = jax.jit(lambda v: h.module.apply(v, n, method="sample", rngs=_rngs(3)))(h.variables)
+    x = jax.jit(lambda v: h.module.apply(
+        v, n, method="sample", rngs=_rngs(3), **h.sample_kwargs()))(h.variables)
     close(xs, x, h.tol())
     if h.case.exact_logdet:
         lp2 = jax.jit(lambda v, e: h.apply(v, e, "log_prob"))(h.variables, xs)

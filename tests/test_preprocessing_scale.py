@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jflows.bijectors import Chain
+from jflows.bijectors import Chain, UniformDequantization
 from jflows.models import image_preprocessing
 from jflows.training.metrics import summarize_nll
 
@@ -20,7 +20,10 @@ D = math.prod(SHAPE)
 
 
 def forward(levels, x):
-    chain = Chain(image_preprocessing(levels))
+    """The scaling part (after the dequantization layer) on already dequantized ``x``."""
+    dequantization, *scaling = image_preprocessing(levels)
+    assert isinstance(dequantization, UniformDequantization)
+    chain = Chain(scaling)
     variables = chain.init(jax.random.key(0), x, method="forward_and_log_det")
     return chain.apply(variables, x, method="forward_and_log_det")
 
@@ -54,3 +57,16 @@ def test_uniform_density_over_the_levels_scores_log2_levels_bits_per_dim(levels)
     log_prob = 0.0 + np.asarray(logdet, np.float64)
     summary = summarize_nll(-log_prob, D, True)
     assert summary["bits_per_dim"] == pytest.approx(math.log2(levels), rel=1e-6)
+
+
+@pytest.mark.parametrize("levels", [2, 256])
+def test_full_preprocessing_takes_integer_levels(levels):
+    """With the dequantization layer in front, integer levels map into [k, k+1) / levels."""
+    k = np.random.default_rng(2).integers(0, levels, (5, *SHAPE)).astype(np.uint8)
+    chain = Chain(image_preprocessing(levels))
+    rngs = {"dequant": jax.random.key(3)}
+    z, logdet = chain.apply({}, jnp.asarray(k), rngs=rngs)
+    x, k = np.asarray(z, np.float64) * levels, k.astype(np.int64)  # level units, rounding ~1e-5
+    assert ((x > k - 1e-3) & (x < k + 1 + 1e-3)).all() and not np.allclose(x, k)
+    np.testing.assert_allclose(logdet, -D * math.log(levels), rtol=1e-6)
+    assert chain.estimate.name == "BOUND" and chain.rng_streams == {"dequant"}

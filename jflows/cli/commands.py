@@ -22,6 +22,13 @@ from jflows.training.curves import (
     read_run_curves,
     save_training_curves,
 )
+from jflows.training.figures import (
+    describe,
+    estimate_of,
+    labelled,
+    likelihood_name,
+    read_figure,
+)
 from jflows.training.fit import METRICS_FILE
 from jflows.training.lock import run_lock
 from jflows.training.metrics import read_json, summarize_nll, write_json
@@ -112,11 +119,15 @@ def _draw_curves(out: str) -> None:
 
 def _summary_line(metrics: dict, out: str) -> str:
     """The last line of ``jflows train``: the figures of the best state and skipped steps."""
-    line = f"step {metrics['steps']}: test NLL {metrics['test_nll']:.4f} nats"
-    if "test_bits_per_dim" in metrics:
-        line += f", {metrics['test_bits_per_dim']:.4f} bits/dim"
-    if metrics.get("val_nll") is not None:
-        line += f" (validation NLL {metrics['val_nll']:.4f}"
+    nll = read_figure(metrics, "test", "nll")
+    line = f"step {metrics['steps']}: {describe('test', 'nll', metrics)} "
+    line += "nan" if nll is None else f"{nll:.4f} nats"
+    bpd = read_figure(metrics, "test", "bits_per_dim")
+    if bpd is not None:
+        line += f", {bpd:.4f} bits/dim"
+    val = read_figure(metrics, "val", "nll")
+    if val is not None:
+        line += f" ({describe('val', 'nll', metrics)} {val:.4f}"
         line += f", best step {metrics['best_step']}"
         if metrics.get("stopped_early"):
             line += ", stopped early"
@@ -133,12 +144,18 @@ def cmd_eval(args) -> int:
     image = config["kind"] == "image"
     eval_step = make_eval_step(run.eval_model)
     nll = evaluate_nll(eval_step, run.state, x, config["eval_batch_size"])
-    summary = summarize_nll(nll, x[0].size, image)
-    record = {**summary, "data": args.data, "n": len(x), "step": int(run.state.step)}
+    estimate = estimate_of(run.eval_model)
+    record = {
+        **labelled(summarize_nll(nll, x[0].size, image), None, estimate),
+        "likelihood": likelihood_name(estimate),
+        "data": args.data,
+        "n": len(x),
+        "step": int(run.state.step),
+    }
     write_json(os.path.join(args.run, "eval.json"), record)
-    line = f"NLL {summary['nll']:.4f} nats"
+    line = f"{describe(None, 'nll', record)} {read_figure(record, None, 'nll'):.4f} nats"
     if image:
-        line += f", {summary['bits_per_dim']:.4f} bits/dim"
+        line += f", {read_figure(record, None, 'bits_per_dim'):.4f} bits/dim"
     print(f"{line} on {len(x)} rows of {args.data}{_own_file_note(args.data, config)}")
     return 0
 

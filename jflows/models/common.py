@@ -76,6 +76,7 @@ def assemble_flow(
     preprocessing: Sequence[Bijector] = (),
     base: str = "standard",
     dtype: str = "float32",
+    context_shape: Sequence[int] | None = None,
 ) -> Flow:
     """``Flow(Chain([*preprocessing, *layers]), base, dtype)`` with ``base`` by name."""
     shape = tuple(int(s) for s in event_shape)
@@ -85,4 +86,5 @@ def assemble_flow(
         base_module = DiagonalGaussian(shape, dtype=dtype)
     else:
         raise ConfigError(f"unknown base {base!r}; choose one of {BASES}")
-    return Flow(Chain([*preprocessing, *layers]), base_module, shape, dtype)
+    context = None if context_shape is None else tuple(int(s) for s in context_shape)
+    return Flow(Chain([*preprocessing, *layers]), base_module, shape, dtype, context)

@@ -25,7 +25,12 @@ from jflows.models.flow import Flow
 
 
 def _coupling_pair(
-    event_ndims: int, hidden: Sequence[int], scale_map: str, actnorm: bool, dtype: str
+    event_ndims: int,
+    hidden: Sequence[int],
+    scale_map: str,
+    actnorm: bool,
+    dtype: str,
+    use_context: bool = False,
 ):
     layers: list[Bijector] = []
     for parity in (0, 1):
@@ -37,6 +42,7 @@ def _coupling_pair(
                 parity=parity,
                 conditioner=MLP(tuple(hidden), param_dtype=dtype),
                 scale_map=scale_map,
+                use_context=use_context,
             )
         )
     return Chain(layers)
@@ -51,6 +57,7 @@ def _image_level(
     n_checkerboard: int,
     n_channel: int,
     dtype: str,
+    use_context: bool = False,
 ) -> Bijector:
     """One scale: checkerboard couplings, squeeze, channel couplings, factor out the rest."""
 
@@ -59,11 +66,21 @@ def _image_level(
 
     def checkerboard(parity):
         return MaskedCoupling(
-            mask="checkerboard", parity=parity, conditioner=net(), scale_map=scale_map
+            mask="checkerboard",
+            parity=parity,
+            conditioner=net(),
+            scale_map=scale_map,
+            use_context=use_context,
         )
 
     def channel(parity):
-        return SplitCoupling(event_ndims=3, parity=parity, conditioner=net(), scale_map=scale_map)
+        return SplitCoupling(
+            event_ndims=3,
+            parity=parity,
+            conditioner=net(),
+            scale_map=scale_map,
+            use_context=use_context,
+        )
 
     def norm():
         return [ActNorm(event_ndims=3, param_dtype=dtype)] if actnorm else []
@@ -80,7 +97,8 @@ def _image_level(
     for i in range(n_channel):
         layers += [*norm(), channel(i % 2)]
     inner = _image_level(
-        level + 1, n_levels, hidden, scale_map, actnorm, n_checkerboard, n_channel, dtype
+        level + 1, n_levels, hidden, scale_map, actnorm, n_checkerboard, n_channel, dtype,
+        use_context,
     )
     layers += [FactorOut(inner), Inverse(Squeeze())]
     return Chain(layers)
@@ -102,8 +120,9 @@ def realnvp(
     base: Literal["standard", "diagonal"] = "standard",
     training: bool = True,
     dtype: Literal["float32", "float64"] = "float32",
+    context_shape: tuple[int, ...] | None = None,
 ) -> Flow:
-    """A RealNVP flow.
+    """A RealNVP flow, optionally conditional.
 
     Vectors ``(d,)``: ``n_couplings`` affine couplings on alternating halves (parity 0, 1,
     0, ...), each with an MLP conditioner of widths ``hidden``, stacked with ``nn.scan`` in
@@ -133,6 +152,10 @@ def realnvp(
             (coupling flows have no mode-dependent estimators, so it is unused).
         dtype: ``"float32"`` (default) or ``"float64"`` (needs ``JAX_ENABLE_X64=1``): the
             dtype of every parameter, base draw and computation (see :class:`Flow`).
+        context_shape: shape of one context (e.g. ``(k,)``) for a conditional flow
+            ``p(x | c)``: every coupling's conditioner also sees the context (appended to its
+            input; for images a ``(k,)`` context is repeated over the pixels). Then pass
+            ``context=...`` to ``log_prob`` and ``sample``. None: unconditional.
 
     Returns:
         A :class:`~jflows.models.Flow`.
@@ -148,14 +171,22 @@ def realnvp(
         >>> variables = flow.init(key, x)
         >>> flow.apply(variables, x, method="log_prob").shape
         (8,)
+        >>> conditional = realnvp((2,), n_couplings=2, hidden=(8,), context_shape=(1,))
+        >>> c = jnp.linspace(-1.0, 1.0, 8)[:, None]
+        >>> variables = conditional.init(key, x, c, method="log_prob")
+        >>> conditional.apply(variables, x, c, method="log_prob").shape
+        (8,)
     """
     kind = event_kind(event_shape)
     dtype = model_dtype(dtype, "realnvp")
+    use_context = context_shape is not None
     if kind == "vector":
         require_two_dims("realnvp", event_shape)
         if n_couplings < 2 or n_couplings % 2:
             raise ConfigError(f"n_couplings must be a positive even number, got {n_couplings}")
-        make = functools.partial(_coupling_pair, 1, tuple(hidden), scale_map, actnorm, dtype)
+        make = functools.partial(
+            _coupling_pair, 1, tuple(hidden), scale_map, actnorm, dtype, use_context
+        )
         layers: list[Bijector] = [Stack(make, length=n_couplings // 2, unroll=unroll)]
     else:
         h, w, _ = event_shape
@@ -166,7 +197,8 @@ def realnvp(
             )
         layers = [
             _image_level(
-                0, n_levels, conv_hidden, scale_map, actnorm, n_checkerboard, n_channel, dtype
+                0, n_levels, conv_hidden, scale_map, actnorm, n_checkerboard, n_channel, dtype,
+                use_context,
             )
         ]
-    return assemble_flow(event_shape, layers, preprocessing, base, dtype)
+    return assemble_flow(event_shape, layers, preprocessing, base, dtype, context_shape)

@@ -30,6 +30,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jflows.errors import CheckpointError
+from jflows.training.figures import find_figure
 
 EVALS_FILE = "evals.jsonl"
 LOSSES_FILE = "losses.jsonl"
@@ -113,6 +114,16 @@ def _values(records: Records, key: str) -> tuple[np.ndarray, np.ndarray]:
     return steps, values
 
 
+def _figure_values(records: Records, split: str, figure: str):
+    """:func:`_values` of a figure under whichever label each record gives it."""
+    renamed = []
+    for record in records:
+        key = find_figure(record, split, figure)
+        if key is not None and "step" in record:
+            renamed.append({"step": record["step"], figure: record[key]})
+    return _values(renamed, figure)
+
+
 def _as_runs(runs) -> list[dict[str, Any]]:
     """One run dir, one run's records, or a sequence of either, as run-curve dicts."""
     if isinstance(runs, str | os.PathLike):
@@ -188,8 +199,11 @@ def save_training_curves(
     names = _unique_labels(runs, labels)
     fig = Figure(figsize=(11, 4.2), dpi=100)
     loss_ax, test_ax = fig.subplots(1, 2)
-    image = any("test_bits_per_dim" in r for run in runs for r in run["evals"])
-    unit = "bits/dim" if image else "NLL (nats)"
+    image = any(find_figure(r, "test", "bits_per_dim") for run in runs for r in run["evals"])
+    figure = "bits_per_dim" if image else "nll"
+    bound = any("bound" in (find_figure(r, "test", figure) or "") for run in runs
+                for r in run["evals"])
+    unit = ("bits/dim" if image else "NLL (nats)") + (" (bound)" if bound else "")
     loss_in_bits = image and all(run.get("dims") for run in runs)  # both panels in bits/dim
     drawn: dict[Any, list[np.ndarray]] = {loss_ax: [], test_ax: []}
     for i, (run, name) in enumerate(zip(runs, names)):
@@ -203,15 +217,13 @@ def save_training_curves(
         loss_ax.plot(steps, loss, color=color, marker="." if len(steps) < 30 else None,
                      label=f"{tag}train loss{skipped}")
         _mark_nonfinite(loss_ax, steps, loss, color)
-        key, val_key = ("test_bits_per_dim", "val_bits_per_dim") if image else ("test_nll",
-                                                                                "val_nll")
-        steps, test = _values(run["evals"], key)
+        steps, test = _figure_values(run["evals"], "test", figure)
         drawn[test_ax].append(test)
         bad = int(np.isnan(test).sum())
         note = f" ({bad} not finite)" if bad else ""
         test_ax.plot(steps, test, color=color, marker=".", label=f"{tag}test{note}")
         _mark_nonfinite(test_ax, steps, test, color)
-        v_steps, val = _values(run["evals"], val_key)
+        v_steps, val = _figure_values(run["evals"], "val", figure)
         if len(v_steps):
             drawn[test_ax].append(val)
             test_ax.plot(v_steps, val, color=color, ls="--", marker=".", label=f"{tag}validation")

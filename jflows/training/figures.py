@@ -45,12 +45,16 @@ def likelihood_name(estimate: Estimate) -> str:
     return Estimate(estimate).name.lower()
 
 
-def figure_key(split: str, figure: str, estimate: Estimate) -> str:
-    """The record key of ``figure`` (one of :data:`FIGURES`) on ``split``."""
+def figure_key(split: str | None, figure: str, estimate: Estimate) -> str:
+    """The record key of ``figure`` (one of :data:`FIGURES`) on ``split``.
+
+    ``split=None`` gives the bare name (``nll_bound``), as in ``jflows eval``'s ``eval.json``.
+    """
     label = Estimate(estimate).label
+    prefix = f"{split}_" if split else ""
     if figure == "nll_stderr":
-        return f"{split}_nll{label}_stderr"
-    return f"{split}_{figure}{label}"
+        return f"{prefix}nll{label}_stderr"
+    return f"{prefix}{figure}{label}"
 
 
 def all_figure_keys() -> tuple[str, ...]:
@@ -63,12 +67,12 @@ def all_figure_keys() -> tuple[str, ...]:
     )
 
 
-def labelled(summary: dict[str, float], split: str, estimate: Estimate) -> dict[str, float]:
+def labelled(summary: dict[str, float], split: str | None, estimate: Estimate) -> dict[str, float]:
     """``{"nll": ..}`` (from ``summarize_nll``) as ``{"test_nll_bound": ..}`` etc."""
     return {figure_key(split, k, estimate): v for k, v in summary.items() if k in FIGURES}
 
 
-def find_figure(record: dict[str, Any], split: str, figure: str) -> str | None:
+def find_figure(record: dict[str, Any], split: str | None, figure: str) -> str | None:
     """The key under which ``record`` holds ``figure`` of ``split`` (any label), or None."""
     for estimate in (Estimate.EXACT, Estimate.BOUND, Estimate.BIASED):
         key = figure_key(split, figure, estimate)
@@ -77,7 +81,7 @@ def find_figure(record: dict[str, Any], split: str, figure: str) -> str | None:
     return None
 
 
-def read_figure(record: dict[str, Any], split: str, figure: str) -> float | None:
+def read_figure(record: dict[str, Any], split: str | None, figure: str) -> float | None:
     """The value of ``figure`` of ``split`` in ``record`` (any label), or None."""
     key = find_figure(record, split, figure)
     return None if key is None else record[key]
@@ -88,8 +92,8 @@ def is_finite_figure(value: Any) -> bool:
     return value is not None and math.isfinite(value)
 
 
-def describe(split: str, figure: str, record: dict[str, Any]) -> str:
-    """A human name for the figure, e.g. ``"test NLL (bound)"``."""
+def describe(split: str | None, figure: str, record: dict[str, Any]) -> str:
+    """A human name for the figure, e.g. ``"test NLL (bound)"`` (``"NLL (bound)"`` for None)."""
     key = find_figure(record, split, figure) or figure_key(split, figure, Estimate.EXACT)
     names = {"test": "test", "val": "validation"}
     what = {"nll": "NLL", "nll_stderr": "NLL stderr", "bits_per_dim": "bits/dim"}[figure]
@@ -97,4 +101,5 @@ def describe(split: str, figure: str, record: dict[str, Any]) -> str:
     for estimate in (Estimate.BOUND, Estimate.BIASED):
         if Estimate(estimate).label in key:
             suffix = f" ({likelihood_name(estimate)})"
-    return f"{names.get(split, split)} {what}{suffix}"
+    head = f"{names.get(split, split)} " if split else ""
+    return f"{head}{what}{suffix}"

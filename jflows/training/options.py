@@ -20,7 +20,7 @@ from typing import Any, Literal
 from jflows.errors import ConfigError
 from jflows.models import MODELS
 
-RESERVED_OPTIONS = ("event_shape", "preprocessing", "training")
+RESERVED_OPTIONS = ("event_shape", "preprocessing", "training", "context_shape")
 """Factory arguments that a run sets itself and that ``--opt`` may not override."""
 
 GLOSSARY: dict[str, str] = {

@@ -22,6 +22,7 @@ from jflows.data import Dataset
 from jflows.errors import JflowsError
 from jflows.models.checked import checked_apply
 from jflows.names import SAMPLE
+from jflows.training.figures import describe, read_figure
 from jflows.training.metrics import evaluate_nll
 from jflows.training.plots import (  # noqa: F401 - the drawing functions are public here too
     plot_range,
@@ -113,21 +114,25 @@ def run_caption(
 ) -> str:
     """The title line of a run's pictures: model, step, test figure and temperature.
 
-    The test figure is ``test_bits_per_dim`` when the record has it (images), else ``test_nll``.
+    The test figure is bits/dim when the record has it (images), else the NLL; a bound is
+    labelled as one (see :mod:`jflows.training.figures`).
 
     Example:
-        >>> run_caption("glow", 40, {"test_bits_per_dim": 1.2345}, temperature=0.7)
-        'glow, step 40, test 1.2345 bits/dim, T = 0.7'
+        >>> run_caption("glow", 40, {"test_bits_per_dim_bound": 1.2345}, temperature=0.7)
+        'glow, step 40, test 1.2345 bits/dim (bound), T = 0.7'
+        >>> run_caption("resflow", 10, {"test_nll": 2.5})
+        'resflow, step 10, test NLL 2.5000 nats'
     """
     parts = [model_name] if model_name else []
     if step is not None:
         parts.append(f"step {step}")
     record = record or {}
-    bpd, nll = record.get("test_bits_per_dim"), record.get("test_nll")
+    bpd, nll = read_figure(record, "test", "bits_per_dim"), read_figure(record, "test", "nll")
     if bpd is not None:
-        parts.append(f"test {bpd:.4f} bits/dim")
+        bound = describe(None, "bits_per_dim", record).removeprefix("bits/dim")
+        parts.append(f"test {bpd:.4f} bits/dim{bound}")
     elif nll is not None:
-        parts.append(f"test NLL {nll:.4f} nats")
+        parts.append(f"{describe('test', 'nll', record)} {nll:.4f} nats")
     if temperature is not None:
         parts.append(f"T = {temperature:g}")
     return ", ".join(parts)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from jflows.errors import ConfigError
+from jflows.training.figures import describe, find_figure, read_figure
 
 SMALL_DATA_ROWS = 10_000
 """Training sets with fewer rows than this get a validation split by default."""
@@ -87,13 +88,17 @@ def split_validation(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray
 
 
 def best_record(history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The evaluation with the lowest finite ``val_nll`` (the earliest among ties), or None."""
-    best = None
+    """The evaluation with the lowest finite validation NLL (the earliest among ties), or None.
+
+    The validation NLL is ``val_nll`` or its labelled form (``val_nll_bound``, ...; see
+    :mod:`jflows.training.figures`).
+    """
+    best, best_value = None, None
     for record in history:
-        value = record.get("val_nll")
+        value = read_figure(record, "val", "nll")
         finite = value is not None and math.isfinite(value)
-        if finite and (best is None or value < best["val_nll"]):
-            best = record
+        if finite and (best is None or value < best_value):
+            best, best_value = record, value
     return best
 
 
@@ -109,12 +114,14 @@ def divergence(record: dict[str, Any], previous: dict[str, Any] | None) -> str |
     """Why the evaluation ``record`` shows a dead run, or None when it looks alive.
 
     Args:
-        record: an evaluation record (``step``, ``test_nll``, ``val_nll``, ``nonfinite_steps``).
+        record: an evaluation record (``step``, the test and validation NLL under any label,
+            ``nonfinite_steps``).
         previous: the evaluation before it (None: the window starts at step 0).
     """
-    for key, name in (("test_nll", "test NLL"), ("val_nll", "validation NLL")):
-        if key in record and (record[key] is None or not math.isfinite(record[key])):
-            return f"the {name} at step {record['step']} is not finite"
+    for split in ("test", "val"):
+        key = find_figure(record, split, "nll")
+        if key is not None and (record[key] is None or not math.isfinite(record[key])):
+            return f"the {describe(split, 'nll', record)} at step {record['step']} is not finite"
     start = 0 if previous is None else int(previous["step"])
     skipped_before = 0 if previous is None else int(previous.get("nonfinite_steps", 0))
     window = int(record["step"]) - start
