@@ -63,13 +63,12 @@ def run(build: Callable[..., JaxModel], task) -> dict:
     return result
 
 
-def jflows_model(task, flow, *, eval_flow=None, init=None, **train_kw) -> JaxModel:
+def jflows_model(task, flow, *, eval_flow=None, init=None) -> JaxModel:
     """A jflows flow trained by ``make_train_step`` with Adam at ``task.lr``.
 
     ``init(state, optimizer)`` may replace the initial state (W1's shared weights);
-    ``eval_flow`` is the flow evaluated on the test set (default ``flow``); ``train_kw`` go to
-    ``create_train_state`` and ``make_train_step``. The model's ``test(state, x=task.test)``
-    is the mean test NLL in nats.
+    ``eval_flow`` is the flow evaluated on the test set (default ``flow``). The model's
+    ``test(state, x=task.test)`` is the mean test NLL in nats (one batch of ``len(x)`` rows).
     """
     import optax
 
@@ -77,10 +76,10 @@ def jflows_model(task, flow, *, eval_flow=None, init=None, **train_kw) -> JaxMod
 
     opt = optax.adam(task.lr)
     first = task.train[task.idx[0]]
-    state = create_train_state(flow, opt, first, jax.random.key(task.seed), **train_kw)
+    state = create_train_state(flow, opt, first, jax.random.key(task.seed))
     if init is not None:
         state = init(state, opt)
-    train_step = make_train_step(flow, opt, **train_kw)
+    train_step = make_train_step(flow, opt)
     eval_step = make_eval_step(flow if eval_flow is None else eval_flow)
 
     def step(state, x, key):

@@ -37,19 +37,20 @@ def pools(data: str) -> tuple[np.ndarray, np.ndarray]:
 def build_jflows(task: Task):
     """The Glow of jflows, tested on the fixed draws ``k + u`` that normflows is tested on.
 
-    Where the model dequantizes itself (a ``UniformDequantization`` first layer), the test
-    flow swaps that layer for an identity with no parameters, so it reads the fixed draws and
-    shares the trained parameters; otherwise the train step dequantizes (``dequantize=True``).
+    The model takes the levels ``k`` and dequantizes them itself (its first layer,
+    ``UniformDequantization``); the test flow swaps that layer for an identity with no
+    parameters, so it reads the fixed draws and shares the trained parameters.
     """
     import dataclasses
 
     from benchmarks.harness.jax_runner import jflows_model
     from jflows import models as jm
-    from jflows.bijectors import FixedAffine
+    from jflows.bijectors import FixedAffine, UniformDequantization
 
     prep = list(jm.image_preprocessing(C.DIGITS_LEVELS))
-    in_model = type(prep[0]).__name__ == "UniformDequantization"
-    test_prep = [FixedAffine(scale=1.0, event_ndims=3), *prep[1:]] if in_model else prep
+    if not isinstance(prep[0], UniformDequantization):
+        raise SystemExit(f"expected UniformDequantization first in image_preprocessing: {prep}")
+    test_prep = [FixedAffine(scale=1.0, event_ndims=3), *prep[1:]]
 
     def glow(preprocessing):
         return jm.glow(
@@ -60,8 +61,7 @@ def build_jflows(task: Task):
             preprocessing=preprocessing,
         )
 
-    train_kw = {} if in_model else {"dequantize": True}
-    model = jflows_model(task, glow(prep), eval_flow=glow(test_prep), **train_kw)
+    model = jflows_model(task, glow(prep), eval_flow=glow(test_prep))
     return dataclasses.replace(
         model,
         test=lambda state: bits(np.mean([model.test(state, d) for d in task.test])),
