@@ -89,8 +89,13 @@ class ResidualBlock(Bijector):
         on_nonconvergence: ``"raise"``, ``"nan"`` or ``"ignore"``.
 
     Example:
-        >>> block = ResidualBlock(LipschitzMLP((128, 128), coeff=0.97), logdet="roulette")
-        >>> variables = block.init({"params": k1, "logdet": k2}, x, method="forward_and_log_det")
+        >>> block = ResidualBlock(LipschitzMLP((16, 16), coeff=0.97), logdet="roulette")
+        >>> x = jnp.ones((4, 2))
+        >>> rngs = {"params": jax.random.key(0), "logdet": jax.random.key(1)}
+        >>> variables = block.init(rngs, x, method="forward_and_log_det")
+        >>> z, logdet = block.apply(variables, x, rngs={"logdet": jax.random.key(2)})
+        >>> z.shape, logdet.shape, block.estimate.name, sorted(block.rng_streams)
+        ((4, 2), (4,), 'UNBIASED', ['logdet'])
     """
 
     branch: LipschitzMLP | LipschitzCNN

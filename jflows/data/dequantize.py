@@ -18,7 +18,8 @@ Dividing by ``D \ln 2``:
 
     \frac{-\log p_x(x)}{D \ln 2} = \frac{-\log p_y(y)}{D \ln 2} + \log_2 L,
 
-which is the papers' bits/dim (``"+8"`` for 8-bit data; DESIGN.md, "Images"). So
+which is the papers' bits/dim (``"+8"`` for 8-bit data; docs/design.md, "Images and bits per
+dimension"). So
 :func:`bits_per_dim` of the NLL in level units, with every pre-processing Jacobian (the scaling
 to [0, 1), a logit, ...) counted in that NLL, is directly comparable with the published tables.
 It is also an upper bound on the discrete data's ``-\log_2 P(k) / D``, since

@@ -54,8 +54,12 @@ def evaluate_nll(
         float64 array of shape ``(len(data),)``.
 
     Example:
-        >>> nll = evaluate_nll(make_eval_step(flow), state, x_test, 1000)
-        >>> float(nll.mean())
+        >>> flow = jflows.models.realnvp((2,), n_couplings=2, hidden=(8,))
+        >>> x = np.random.default_rng(0).normal(size=(10, 2)).astype(np.float32)
+        >>> state = jflows.training.create_train_state(flow, optax.adam(1e-3), x, key)
+        >>> nll = evaluate_nll(jflows.training.make_eval_step(flow), state, x, 4)
+        >>> nll.shape, nll.dtype
+        ((10,), dtype('float64'))
     """
     key = evaluation_key() if key is None else key
     n = len(data)

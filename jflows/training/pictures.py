@@ -129,7 +129,7 @@ def run_caption(
     record = record or {}
     bpd, nll = read_figure(record, "test", "bits_per_dim"), read_figure(record, "test", "nll")
     if bpd is not None:
-        bound = describe(None, "bits_per_dim", record).removeprefix("bits/dim")
+        bound = describe("test", "bits_per_dim", record).removeprefix("test bits/dim")
         parts.append(f"test {bpd:.4f} bits/dim{bound}")
     elif nll is not None:
         parts.append(f"{describe('test', 'nll', record)} {nll:.4f} nats")
