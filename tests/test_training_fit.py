@@ -1,8 +1,10 @@
-"""fit(): checkpoints and resumption, run files, image data, pictures."""
+"""fit(): checkpoints and resumption, run files, image data, labelled figures, pictures."""
 
 import json
+import logging
 import math
 import os
+import pathlib
 
 import jax
 import numpy as np
@@ -50,7 +52,7 @@ def test_resume_gives_the_same_parameters(toy, tmp_path):
     metrics = json.loads((split / "metrics.json").read_text())
     assert metrics["steps"] == 40 and metrics["nonfinite_steps"] == 0
     assert metrics["data"] == "moons" and metrics["model"] == "Flow"
-    assert metrics["test_nll"] == history[-1]["test_nll"]
+    assert metrics["test_nll"] == history[-1]["test_nll"] and metrics["likelihood"] == "exact"
     assert metrics["wall_time_s"] > history[0]["wall_time_s"] > 0
     lines = (split / "evals.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [15, 30, 40]
@@ -63,17 +65,26 @@ def test_resume_gives_the_same_parameters(toy, tmp_path):
 
 
 @pytest.mark.slow
-def test_fit_on_images_reports_bits_per_dim(tmp_path):
+def test_fit_on_images_reports_bits_per_dim_as_a_bound(tmp_path, caplog):
     ds = load_dataset("digits")
     model = realnvp(ds.event_shape, n_levels=1, n_checkerboard=1, conv_hidden=8,
                     preprocessing=image_preprocessing(ds.levels))
-    state, history = fit(model, model, ds, steps=8, batch_size=32, learning_rate=1e-3,
-                         seed=0, out_dir=tmp_path, eval_every=4, checkpoint_every=4,
-                         eval_batch_size=128, progress=False)
+    with caplog.at_level(logging.INFO, logger="jflows.training.fit"):
+        state, history = fit(model, model, ds, steps=8, batch_size=32, learning_rate=1e-3,
+                             seed=0, out_dir=tmp_path, eval_every=4, checkpoint_every=4,
+                             eval_batch_size=128, progress=False)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    bpd = metrics["test_bits_per_dim"]
+    # dequantization makes log_prob a lower bound: every figure says so, none claims exactness
+    bpd = metrics["test_bits_per_dim_bound"]
     assert np.isfinite(bpd) and 0 < bpd < 10
-    assert math.isclose(bpd, metrics["test_nll"] / (64 * math.log(2)))
+    assert math.isclose(bpd, metrics["test_nll_bound"] / (64 * math.log(2)))
+    assert metrics["likelihood"] == "bound" and "final_test_nll_bound" in metrics
+    assert not {"test_nll", "test_bits_per_dim", "val_nll", "final_test_nll"} & set(metrics)
+    assert {"val_nll_bound", "val_nll_bound_stderr", "test_nll_bound_stderr"} <= set(metrics)
+    lines = [json.loads(line) for line in (tmp_path / "evals.jsonl").read_text().splitlines()]
+    assert all(r["likelihood"] == "bound" and "test_nll" not in r for r in lines)
+    assert [r["step"] for r in lines] == [r["step"] for r in history] == [4, 8]
+    assert "step 8: test_nll_bound " in caplog.text and "bits/dim" in caplog.text
     assert metrics["levels"] == 17 and metrics["kind"] == "image"
     paths = save_run_pictures(tmp_path, model, state, ds, key=jax.random.key(0))
     assert paths == [str(tmp_path / "samples.png")] and os.path.getsize(paths[0]) > 0
@@ -87,3 +98,16 @@ def test_2d_pictures(toy, tmp_path):
                               eval_batch_size=10_000)
     assert sorted(os.path.basename(p) for p in paths) == ["density.png", "samples.png"]
     assert all(os.path.getsize(p) > 0 for p in paths)
+
+
+def test_fit_has_no_branch_on_the_device_count():
+    # one device is a one-device mesh: fit and its parts never ask how many devices there are
+    # (tests/test_parallel.py shows that one and four devices run the same lines)
+    import jflows.training as training
+
+    root = pathlib.Path(training.__file__).parent
+    for name in ("fit.py", "fit_steps.py", "loop.py", "run_files.py"):
+        source = (root / name).read_text()
+        for branch in ("mesh is None", "mesh is not None", "devices >", "device_count",
+                       "devices.size >", "sharded_"):
+            assert branch not in source, (name, branch)

@@ -118,10 +118,10 @@ class _Counting(Bijector):
             return affine_inverse(x, shift, log_scale, 1)
         return affine_forward(x, shift, log_scale, 1)
 
-    def forward_and_log_det(self, x):
+    def forward_and_log_det(self, x, context=None):
         return self(x)
 
-    def inverse_and_log_det(self, z):
+    def inverse_and_log_det(self, z, context=None):
         return self(z, inverse=True)
 
 

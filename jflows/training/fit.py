@@ -1,17 +1,22 @@
-"""The training loop: on-device batches, periodic evaluation, checkpoints and resumption.
+"""The training entry point: :func:`fit` trains a flow and keeps its run directory.
+
+``fit`` is assembled from three parts: :mod:`jflows.training.run_files` (the run directory:
+lock, ``config.json``, checkpoints and resumption, ``evals.jsonl``, ``metrics.json``),
+:mod:`jflows.training.fit_steps` (the compiled initialisation, batch sampler, training and
+evaluation steps and Lipschitz refresh, built once on a device mesh for any number of devices)
+and :mod:`jflows.training.loop` (steps, evaluations, best state, early stopping, checkpoints).
 
 Reproducibility: from ``jax.random.key(seed)`` come an initialisation key, a data key and a
 step key. The batch of step ``i`` is drawn (with replacement) from the training pool, which
-lives on the device, with ``fold_in(data_key, i)``, and the step's own randomness
+lives on the devices, with ``fold_in(data_key, i)``, and the step's own randomness
 (dequantization, stochastic log-dets) comes from ``fold_in(step_key, i)``. A run resumed from a
 checkpoint therefore sees exactly the batches and noise of an uninterrupted run, and ends with
-the same parameters.
+the same parameters; a run on ``n`` devices ends with the one-device run's parameters up to
+rounding.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
 import time
@@ -19,86 +24,35 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
 import optax
-from tqdm import tqdm
 
 from jflows.data import Dataset
-from jflows.errors import CheckpointError, ConfigError, TrainingDivergedError
-from jflows.training import parallel as par
-from jflows.training.checkpoints import CHECKPOINT_DIR, Checkpointer
-from jflows.training.lock import run_lock
-from jflows.training.metrics import (
-    append_jsonl,
-    evaluate_nll,
-    read_jsonl,
-    summarize_nll,
-    write_json,
-    write_jsonl,
-)
+from jflows.errors import ConfigError, TrainingDivergedError
+from jflows.training.figures import all_figure_keys, estimate_of, figure_key
+from jflows.training.fit_steps import build_fit_steps, fit_mesh
+from jflows.training.loop import LoopResult, LoopSettings, train_loop
 from jflows.training.optim import make_optimizer
-from jflows.training.runs import CONFIG_FILE
-from jflows.training.state import TrainState, create_train_state
-from jflows.training.step import make_eval_step, make_lipschitz_refresh, make_train_step
+from jflows.training.run_files import EVALS_FILE, METRICS_FILE, RunFiles, locked_run
+
+__all__ = ["EVALS_FILE", "FIGURES", "METRICS_FILE", "fit"]
+from jflows.training.state import TrainState
 from jflows.training.validation import (
     DEFAULT_PATIENCE,
     best_record,
     check_patience,
     check_val_fraction,
     default_val_fraction,
-    divergence,
-    evals_since_best,
     split_validation,
 )
 
-EVALS_FILE = "evals.jsonl"
-METRICS_FILE = "metrics.json"
-LOSS_REFRESH = 50
-"""The progress bar's loss is pulled to the host every this many steps (and at evaluations)."""
-
-logger = logging.getLogger(__name__)
-
-INIT_ROWS = 1024
-"""At most this many training rows go into ``init`` (ActNorm's data-dependent statistics)."""
-
-
-def _batch_sampler(batch_size: int, mesh=None):
-    def next_batch(pool, data_key, step_key, step):
-        idx = jax.random.randint(jax.random.fold_in(data_key, step), (batch_size,), 0, len(pool))
-        return pool[idx], jax.random.fold_in(step_key, step)
-
-    if mesh is None:
-        return jax.jit(next_batch)
-    out = (par.batch_sharding(mesh), par.replicated_sharding(mesh))
-    return jax.jit(next_batch, out_shardings=out)
+FIGURES = all_figure_keys()
+"""Every figure an evaluation may hold (any label); ``metrics.json`` copies those present."""
 
 
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _evaluate(
-    eval_step, state, dataset: Dataset, val: np.ndarray | None, eval_batch_size: int,
-    sharding=None,
-) -> dict[str, float]:
-    record = {}
-    splits = [("test", dataset.test)] + ([] if val is None else [("val", val)])
-    for split, rows in splits:
-        nll = evaluate_nll(eval_step, state, rows, eval_batch_size, sharding=sharding)
-        summary = summarize_nll(nll, dataset.dims, dataset.is_image)
-        record[f"{split}_nll"] = summary["nll"]
-        record[f"{split}_nll_stderr"] = summary["nll_stderr"]
-        if dataset.is_image:
-            record[f"{split}_bits_per_dim"] = summary["bits_per_dim"]
-    return record
-
-
-FIGURES = (
-    "test_nll", "test_nll_stderr", "test_bits_per_dim", "val_nll", "val_nll_stderr",
-    "val_bits_per_dim",
-)
 
 
 def fit(
@@ -138,7 +92,11 @@ def fit(
     from the newest checkpoint that loads when there is one (``resume=True``), and
     ``out_dir/metrics.json`` gets the final figures: ``test_nll`` (nats per example of the raw
     data) and ``val_nll`` of the best state, ``best_step``, ``test_bits_per_dim`` (images),
-    ``steps``, ``stopped_early``, ``wall_time_s`` (summed over resumptions),
+    each named by what the evaluation model's ``log_prob`` is (``test_nll_bound``,
+    ``test_bits_per_dim_bound`` for a bound such as dequantized images; see
+    :mod:`jflows.training.figures`) with ``likelihood`` saying which, ``final_test_nll`` (or
+    ``final_test_nll_bound``: the last evaluation's), ``steps``, ``stopped_early``,
+    ``wall_time_s`` (summed over resumptions),
     ``nonfinite_steps``, ``train_loss``, ``finite``/``diverged``, the split (``n_train`` rows
     of ``dataset.train``, of which ``n_val`` validate and ``n_fit`` train; ``n_test``) and the
     model and data names.
@@ -170,11 +128,14 @@ def fit(
         resume: continue from ``out_dir``'s latest checkpoint; if False, ``out_dir`` must not
             hold checkpoints.
         model_name: recorded in ``metrics.json`` (default: the module's class name).
-        devices: train data-parallel over this many devices (a ``jit`` step with the batch
-            split over a mesh, see :mod:`jflows.training.parallel`); the results equal the
-            single-device run's. After :func:`~jflows.training.parallel.initialize_distributed`
-            the mesh spans every process (default: all devices), every process runs ``fit``
-            with the same arguments, and only process 0 writes the JSON files.
+        devices: train data-parallel over this many devices (default 1): every step runs
+            under ``jit`` with the batch split over a one-axis mesh of that many devices, the
+            same code for one device as for several (see
+            :mod:`jflows.training.fit_steps`); the results equal the single-device run's up to
+            rounding. ``batch_size`` and ``eval_batch_size`` must be multiples of it. After
+            :func:`~jflows.training.parallel.initialize_distributed` the mesh spans every
+            process (default: all devices), every process runs ``fit`` with the same
+            arguments, and only process 0 writes the JSON files.
         val_fraction: fraction of ``dataset.train`` held out for validation, in [0, 1);
             None: :func:`~jflows.training.validation.default_val_fraction`.
         patience: evaluations without a lower validation NLL before stopping (0: never stop
@@ -194,11 +155,12 @@ def fit(
         RunLockedError: another process is training in ``out_dir``.
 
     Example:
-        >>> ds = load_dataset("8gaussians")
-        >>> pre = vector_preprocessing(*vector_stats(ds.train))
-        >>> flow = realnvp((2,), preprocessing=pre)
-        >>> state, history = fit(flow, flow, ds, steps=2000, batch_size=500, learning_rate=1e-3)
-        >>> history[-1]["test_nll"]
+        >>> ds = jflows.data.load_dataset("8gaussians", n_train=512, n_test=256)
+        >>> flow = jflows.models.realnvp((2,), n_couplings=2, hidden=(8,))
+        >>> state, history = fit(flow, flow, ds, steps=20, batch_size=64, eval_every=10,
+        ...                      eval_batch_size=128, progress=False)
+        >>> [r["step"] for r in history], history[-1]["likelihood"], int(state.step)
+        ([10, 20], 'exact', 20)
     """
     _check_positive(
         steps=steps,
@@ -215,233 +177,80 @@ def fit(
     patience = check_patience(patience)
     if optimizer is None:
         optimizer = make_optimizer(learning_rate, grad_clip=grad_clip)
-    fit_rows, val_rows = split_validation(len(dataset.train), val_fraction, seed)
-    settings = dict(
-        steps=steps, batch_size=batch_size, seed=seed, eval_every=eval_every,
-        checkpoint_every=checkpoint_every, eval_batch_size=eval_batch_size, progress=progress,
-        resume=resume, model_name=model_name, devices=devices, patience=patience,
-        val_fraction=val_fraction,
-    )
-    with contextlib.ExitStack() as stack:
-        if out_dir is not None and jax.process_index() == 0:
-            stack.enter_context(run_lock(out_dir))
-            if config is not None:
-                split = dict(
-                    n_train=len(dataset.train), n_val=len(val_rows), n_test=len(dataset.test),
-                    val_fraction=val_fraction, split_seed=seed,
-                )
-                write_json(os.path.join(out_dir, CONFIG_FILE), {**config, **split})
-        return _fit(model, eval_model, dataset, optimizer, out_dir, fit_rows, val_rows, settings)
-
-
-def _fit(model, eval_model, dataset, optimizer, out_dir, fit_rows, val_rows, settings):
-    steps, batch_size, seed = settings["steps"], settings["batch_size"], settings["seed"]
-    eval_every, checkpoint_every = settings["eval_every"], settings["checkpoint_every"]
-    eval_batch_size, patience = settings["eval_batch_size"], settings["patience"]
     started = time.perf_counter()
+    fit_rows, val_rows = split_validation(len(dataset.train), val_fraction, seed)
     train_rows = dataset.train[fit_rows] if len(val_rows) else dataset.train
     val = dataset.train[val_rows] if len(val_rows) else None
+    split = dict(
+        n_train=len(dataset.train), n_val=len(val_rows), n_test=len(dataset.test),
+        val_fraction=val_fraction, split_seed=seed,
+    )
+    settings = LoopSettings(steps, eval_every, checkpoint_every, eval_batch_size, patience,
+                            progress)
     init_key, data_key, step_key = jax.random.split(jax.random.key(seed), 3)
-    multi = jax.process_count() > 1
-    devices = settings["devices"]
-    mesh = par.make_mesh(devices) if multi or (devices or 1) > 1 else None
-    primary = jax.process_index() == 0
-    n_rows = INIT_ROWS
-    if mesh is not None:
-        par.check_divisible(batch_size, mesh)
-        par.check_divisible(eval_batch_size, mesh)
-        n_rows -= INIT_ROWS % mesh.devices.size
-    rows = np.random.default_rng(seed).permutation(len(train_rows))[:n_rows]
-
-    def init():
-        if mesh is None:
-            return create_train_state(
-                model, optimizer, train_rows[rows], init_key
-            )
-        init_rows = train_rows[rows][: len(rows) - len(rows) % mesh.devices.size]
-        return par.create_sharded_train_state(
-            model, optimizer, init_rows, init_key, mesh
+    fns = build_fit_steps(model, eval_model, optimizer, train_rows, fit_mesh(devices),
+                          batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+    with locked_run(out_dir, None if config is None else {**config, **split}):
+        files = RunFiles(out_dir, resume=resume)
+        restored = files.restore(lambda: fns.init(init_key), fns.mesh)
+        if restored is None:
+            state, best_state, previous_time, train_loss = fns.init(init_key), None, 0.0, None
+        else:
+            state, best_state, previous_time, train_loss = restored
+        result = train_loop(
+            fns, eval_model, files, dataset, val, (data_key, step_key), settings, state,
+            best_state=best_state, train_loss=train_loss, previous_time=previous_time,
+            started=started,
         )
-
-    checkpointer, latest, evals_path, previous_time, train_loss = None, None, None, 0.0, None
-    best_state = None
-    if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
-        evals_path = os.path.join(out_dir, EVALS_FILE) if primary else None
-        checkpointer = Checkpointer(os.path.join(out_dir, CHECKPOINT_DIR))
-        latest = checkpointer.latest_step()
-        if latest is not None and not settings["resume"]:
-            checkpointer.close()
-            raise CheckpointError(
-                f"{os.fspath(out_dir)!r} already holds checkpoints (latest step {latest}); "
-                f"pass resume=True to continue that run or choose a fresh directory"
-            )
-    if latest is None:
-        state = init()
-    else:
-        target = jax.eval_shape(init)
-        if mesh is not None:
-            rep = par.replicated_sharding(mesh)
-            target = jax.tree.map(
-                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), target
-            )
-        try:
-            state, meta, best_state = checkpointer.restore(target, with_best=True)
-        except CheckpointError:
-            checkpointer.close()
-            raise
-        previous_time = float(meta.get("wall_time_s", 0.0))
-        train_loss = meta.get("train_loss")
-        logger.info(
-            "resuming from step %d (checkpoint in %s)", int(state.step), checkpointer.directory
+        summary = _summary(result, model, eval_model, dataset, settings, split,
+                           model_name=model_name, batch_size=batch_size, seed=seed,
+                           n_fit=len(train_rows))
+        files.write_metrics(summary)
+    if result.diverged is not None:
+        state = result.state
+        raise TrainingDivergedError(
+            f"training diverged: {result.diverged} ({int(state.nonfinite_steps)} of "
+            f"{int(state.step)} steps skipped in all); train a new run with a lower learning "
+            f"rate (--lr), gradient clipping (--grad-clip 10) or a warm-up (--warmup-steps 100)",
+            summary,
         )
-    history: list[dict[str, Any]] = []
-    if evals_path is not None:
-        history = read_jsonl(evals_path, max_step=int(state.step))
-        write_jsonl(evals_path, history)  # drop evaluations made after the checkpoint
-    if val is None:
-        best_state = None
-    if mesh is None:
-        train_step = make_train_step(model, optimizer)
-        eval_step = make_eval_step(eval_model)
-        pool = jax.device_put(np.asarray(train_rows))
-        eval_sharding = None
-    else:
-        train_step = par.make_sharded_train_step(model, optimizer, mesh)
-        eval_step = par.make_sharded_eval_step(eval_model, mesh)
-        pool = par.place(train_rows, par.replicated_sharding(mesh))
-        eval_sharding = par.batch_sharding(mesh)
-    # the evaluation model refreshes with many more power iterations (Residual Flows: 200
-    # before validation), so the saved state is normalised with converged vectors
-    if mesh is None:
-        refresh = make_lipschitz_refresh(eval_model)
-    else:
-        refresh = par.make_sharded_lipschitz_refresh(eval_model, mesh)
-    next_batch = _batch_sampler(batch_size, mesh)
+    best = result.best_state
+    return (result.state if best is None else best), result.history
 
-    def wall_time():
-        return previous_time + time.perf_counter() - started
 
-    def evaluate(step_done):
-        record = {
-            "step": step_done,
-            **_evaluate(eval_step, state, dataset, val, eval_batch_size, eval_sharding),
-        }
-        record.update(
-            train_loss=train_loss,
-            nonfinite_steps=int(state.nonfinite_steps),
-            wall_time_s=wall_time(),
-        )
-        history.append(record)
-        if evals_path is not None:
-            append_jsonl(evals_path, record)
-        return record
-
-    def stopped():
-        return patience > 0 and val is not None and evals_since_best(history) >= patience
-
-    start = int(state.step)
-    last, diverged = None, None
-    bar = tqdm(total=steps, initial=min(start, steps), disable=not settings["progress"],
-               unit="step")
-    try:
-        for i in range(start, steps):
-            if stopped():
-                break
-            batch, key = next_batch(pool, data_key, step_key, i)
-            state, metrics = train_step(state, batch, key)
-            done = i + 1
-            final = done == steps
-            if done % LOSS_REFRESH == 0 or final or done % eval_every == 0:
-                train_loss = float(metrics["loss"])
-                skipped = int(state.nonfinite_steps)
-                bar.set_postfix(loss=f"{train_loss:.4f}", skipped=skipped, refresh=False)
-            bar.update(1)
-            if final:  # stored power-iteration vectors match the final weights
-                state = refresh(state, batch, key)
-            save = done % checkpoint_every == 0 or final
-            if done % eval_every == 0 or final:
-                previous = history[-1] if history else None
-                last = evaluate(done)
-                _log_evaluation(last)
-                if val is not None and best_record(history) is last:
-                    best_state = _copy(state)  # the train step donates its input buffers
-                diverged = divergence(last, previous)
-                if diverged is not None:
-                    break
-                if stopped():
-                    logger.info(
-                        "step %d: no better validation NLL in %d evaluations; stopping (best "
-                        "step %d)", done, patience, best_record(history)["step"],
-                    )
-                    save = True
-            if checkpointer is not None and save:
-                meta = {"wall_time_s": wall_time(), "train_loss": train_loss}
-                checkpointer.save(done, state, meta, best=best_state)
-        if last is None:  # nothing left to train: report the restored state
-            last = history[-1] if history and history[-1]["step"] == start else evaluate(start)
-            previous = history[-2] if len(history) > 1 else None
-            diverged = divergence(last, previous)
-    finally:
-        bar.close()
-        if checkpointer is not None:
-            checkpointer.close()
-    best = best_record(history) if val is not None else None
+def _summary(result: LoopResult, model, eval_model, dataset: Dataset, settings: LoopSettings,
+             split: dict[str, Any], *, model_name, batch_size, seed, n_fit) -> dict[str, Any]:
+    """``metrics.json``: the figures of the best (or last) evaluation and the run's facts."""
+    history, last, state = result.history, result.last, result.state
+    best = best_record(history) if split["n_val"] else None
     chosen = best if best is not None else last
     summary = {key: chosen[key] for key in FIGURES if key in chosen}
+    final_key = figure_key("test", "nll", estimate_of(eval_model))
     summary.update(
+        likelihood=last.get("likelihood"),
         steps=int(state.step),
         best_step=int(chosen["step"]),
-        stopped_early=stopped() and int(state.step) < steps,
-        final_test_nll=last.get("test_nll"),
-        wall_time_s=wall_time(),
+        stopped_early=result.stopped_early,
+        **{f"final_{final_key}": last.get(final_key)},
+        wall_time_s=result.wall_time_s,
         nonfinite_steps=int(state.nonfinite_steps),
-        train_loss=train_loss,
-        model=settings["model_name"] or type(model).__name__,
+        train_loss=result.train_loss,
+        model=model_name or type(model).__name__,
         data=dataset.name,
         kind=dataset.kind,
         dims=dataset.dims,
         levels=dataset.levels,
         batch_size=batch_size,
         seed=seed,
-        n_train=len(dataset.train),
-        n_val=0 if val is None else len(val),
-        n_fit=len(train_rows),
-        n_test=len(dataset.test),
-        val_fraction=settings["val_fraction"],
-        patience=patience,
+        n_train=split["n_train"],
+        n_val=split["n_val"],
+        n_fit=n_fit,
+        n_test=split["n_test"],
+        val_fraction=split["val_fraction"],
+        patience=settings.patience,
         finite=all(
             v is not None and math.isfinite(v) for k, v in chosen.items() if k in FIGURES
         ),
-        diverged=diverged is not None,
+        diverged=result.diverged is not None,
     )
-    if out_dir is not None and primary:
-        write_json(os.path.join(out_dir, METRICS_FILE), summary)
-    if diverged is not None:
-        raise TrainingDivergedError(
-            f"training diverged: {diverged} ({int(state.nonfinite_steps)} of {int(state.step)} "
-            f"steps skipped in all); train a new run with a lower learning rate (--lr), "
-            f"gradient clipping (--grad-clip 10) or a warm-up (--warmup-steps 100)",
-            summary,
-        )
-    if best_state is not None:
-        state = best_state
-    return state, history
-
-
-def _copy(state: TrainState) -> TrainState:
-    return jax.tree_util.tree_map(lambda a: a.copy() if isinstance(a, jax.Array) else a, state)
-
-
-def _log_evaluation(record: dict[str, Any]) -> None:
-    parts = []
-    for split in ("test", "val"):
-        if f"{split}_nll" not in record:
-            continue
-        nll = record[f"{split}_nll"]
-        text = f"{split}_nll {nll:.4f}" if nll is not None else f"{split}_nll nan"
-        bpd = record.get(f"{split}_bits_per_dim")
-        if bpd is not None:
-            text += f" ({bpd:.4f} bits/dim)"
-        parts.append(text)
-    logger.info("step %d: %s", record["step"], ", ".join(parts))
+    return summary

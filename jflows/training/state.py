@@ -10,8 +10,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
 from jflows.names import DIAGNOSTICS, PARAMS
+from jflows.training.parallel import make_mesh, replicated_sharding
 
 PyTree = Any
 
@@ -87,6 +89,7 @@ def create_train_state(
     optimizer: optax.GradientTransformation,
     init_batch,
     key: jax.Array,
+    mesh: Mesh | None = None,
 ) -> TrainState:
     """Initialises a model on a real data batch and wraps it in a :class:`TrainState`.
 
@@ -100,24 +103,34 @@ def create_train_state(
         init_batch: a batch of data as the model takes it (integer levels for image models,
             whose first layer dequantizes).
         key: a PRNG key; it gives ``params`` and every stream the model declares.
+        mesh: the one-axis mesh the state is replicated on (what the step builders of
+            :mod:`jflows.training.step` take); None: the one-device mesh of the first device.
+            ``init`` runs under ``jit`` with the whole batch on every device (with several
+            processes, pass a global array, e.g. from
+            :func:`~jflows.training.parallel.place`).
 
     Returns:
-        A state at step 0 whose leaves are all strongly typed.
+        A state at step 0 whose leaves are all strongly typed, replicated on the mesh.
 
     Example:
         >>> flow = jflows.models.realnvp((2,))
         >>> state = create_train_state(flow, optax.adam(1e-3), x[:500], jax.random.key(0))
     """
-    rngs = init_rngs(model, key)
+    rep = replicated_sharding(make_mesh(1) if mesh is None else mesh)
+
+    def create(rngs, batch):
+        variables = model.init(rngs, batch, method="log_prob")
+        variables = strong({k: v for k, v in variables.items() if k != DIAGNOSTICS})
+        params = variables.pop(PARAMS)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            collections=variables,
+            opt_state=strong(optimizer.init(params)),
+            nonfinite_steps=jnp.zeros((), jnp.int32),
+        )
+
+    # jit: an eager init of a deep flow dispatches thousands of small ops one by one; the
+    # state comes out where the steps expect it, so their first call does not compile twice
     batch = jnp.asarray(init_batch)
-    # jit: an eager init of a deep flow dispatches thousands of small ops one by one
-    variables = jax.jit(lambda r, b: model.init(r, b, method="log_prob"))(rngs, batch)
-    variables = strong({k: v for k, v in variables.items() if k != DIAGNOSTICS})
-    params = variables.pop(PARAMS)
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        collections=variables,
-        opt_state=strong(optimizer.init(params)),
-        nonfinite_steps=jnp.zeros((), jnp.int32),
-    )
+    return jax.jit(create, out_shardings=rep)(init_rngs(model, key), batch)

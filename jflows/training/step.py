@@ -1,10 +1,30 @@
-"""The jitted training and evaluation steps.
+"""The jitted training and evaluation steps, for one device or many: one builder each.
 
 ``make_train_step`` returns a pure function ``(state, batch, key) -> (state, metrics)``: the
 mean negative log-likelihood (nats per example) of the batch, its gradient with respect to the
 parameters, and an optax update. A step whose loss or gradient is not finite is skipped inside
 the compiled function (no host synchronisation): parameters, optimiser state and collections
 stay exactly as they were and ``nonfinite_steps`` is incremented.
+
+**A single device is a one-device mesh.** Every builder (:func:`make_train_step`,
+:func:`make_eval_step`, :func:`make_lipschitz_refresh`) takes an optional one-axis
+:class:`~jax.sharding.Mesh` (:func:`jflows.training.parallel.make_mesh`) and compiles the same
+function under ``jax.jit`` with the state and key replicated and the batch split over the
+mesh's ``"data"`` axis (``NamedSharding``); XLA inserts the gradient all-reduce. ``mesh=None``
+means the one-device mesh of the first device, so one device and ``n`` devices run the same
+code. JAX's partitionable threefry RNG draws the same bits whatever the sharding, so the
+``n``-device step equals the one-device step draw for draw (up to the rounding of differently
+ordered sums). ``jax.pmap`` is an alternative (:mod:`jflows.training.pmap`).
+
+Example:
+    >>> flow = jflows.models.realnvp((2,), n_couplings=2, hidden=(8,))
+    >>> x = jax.random.normal(key, (64, 2))
+    >>> state = jflows.training.create_train_state(flow, optax.sgd(0.1), x, key)
+    >>> mesh = make_mesh(1)  # what mesh=None means; make_mesh(4) for four devices
+    >>> step = make_train_step(flow, optax.sgd(0.1), mesh)
+    >>> state, metrics = step(state, x, jax.random.key(1))
+    >>> make_eval_step(flow, mesh)(state, x, key).shape
+    (64,)
 """
 
 from __future__ import annotations
@@ -15,8 +35,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
 from jflows.names import CONSTANTS, LIPSCHITZ, PARAMS
+from jflows.training.parallel import batch_sharding, make_mesh, replicated_sharding
 from jflows.training.state import TrainState, stream_keys
 
 TrainStep = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
@@ -28,6 +50,21 @@ def _rngs(model, key, axis_name: str | None = None):
     if axis_name is not None:
         key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
     return stream_keys(model, key)
+
+
+def _jit_on_mesh(fn, mesh: Mesh | None, out_shardings, donate_argnums=()):
+    """``fn(state, batch, key)`` under ``jit``: state and key replicated, batch split over mesh.
+
+    ``out_shardings`` maps the replicated sharding to the outputs' shardings.
+    """
+    mesh = make_mesh(1) if mesh is None else mesh
+    rep, data = replicated_sharding(mesh), batch_sharding(mesh)
+    return jax.jit(
+        fn,
+        in_shardings=(rep, data, rep),
+        out_shardings=out_shardings(rep),
+        donate_argnums=donate_argnums,
+    )
 
 
 def _all_finite(loss, grads) -> jax.Array:
@@ -47,7 +84,7 @@ def train_step_fn(
     *,
     axis_name: str | None = None,
 ) -> TrainStep:
-    """The pure (un-jitted) training step behind every ``make_*_train_step``.
+    """The pure (un-jitted) training step behind :func:`make_train_step` and the pmap step.
 
     With ``axis_name`` the function is meant to run under ``jax.pmap`` over that axis: the
     loss and gradients are averaged over replicas with ``lax.pmean`` (equal local batches),
@@ -94,6 +131,7 @@ def train_step_fn(
 def make_train_step(
     model: nn.Module,
     optimizer: optax.GradientTransformation,
+    mesh: Mesh | None = None,
 ) -> TrainStep:
     """Builds the jitted training step of ``model`` (the state argument is donated).
 
@@ -105,42 +143,34 @@ def make_train_step(
     refresh their power iteration once per step, and the refreshed values are kept
     (``constants``, e.g. Glow's fixed LU factors, are read only). A step whose loss or
     gradients are not finite leaves the state unchanged except for ``nonfinite_steps``.
-    For several devices see :mod:`jflows.training.parallel`.
 
     Args:
         model: the training-mode model (e.g. a residual flow with its training estimator).
         optimizer: the optax transformation the state was created with.
+        mesh: a one-axis mesh (:func:`~jflows.training.parallel.make_mesh`): the state and key
+            are replicated on it and the batch (whose size the mesh's device count must
+            divide) is split over it. None: the one-device mesh of the first device.
 
     Returns:
-        ``step(state, batch, key) -> (state, metrics)`` with ``metrics`` a dict of device
+        ``step(state, batch, key) -> (state, metrics)`` with ``metrics`` a dict of replicated
         scalars: ``loss`` (mean NLL in nats), ``grad_norm`` (global norm of the gradient) and
         ``finite`` (False when the step was skipped).
 
     Example:
-        >>> step = make_train_step(flow, optimizer)
-        >>> state, metrics = step(state, x_batch, jax.random.key(1))
+        >>> flow = jflows.models.realnvp((2,), n_couplings=2, hidden=(8,))
+        >>> x = jax.random.normal(key, (64, 2))
+        >>> state = jflows.training.create_train_state(flow, optax.adam(1e-3), x, key)
+        >>> step = make_train_step(flow, optax.adam(1e-3))
+        >>> state, metrics = step(state, x, jax.random.key(1))
+        >>> int(state.step), bool(metrics["finite"])
+        (1, True)
     """
-    return jax.jit(train_step_fn(model, optimizer), donate_argnums=0)
+    fn = train_step_fn(model, optimizer)
+    return _jit_on_mesh(fn, mesh, lambda rep: (rep, rep), donate_argnums=0)
 
 
-def make_eval_step(model: nn.Module) -> EvalStep:
-    """Builds the jitted per-example NLL of ``model`` (nats), without changing the state.
-
-    With a ``lipschitz`` collection the model is applied with it mutable, so the spectral
-    normalisation is refreshed for the current weights; the refreshed vectors are discarded.
-    The model's stochastic parts (dequantization noise, log-det estimators) draw from
-    streams derived from ``key``; pass a fixed key to get a deterministic evaluation.
-
-    Args:
-        model: the evaluation-mode model (built with ``training=False``); it shares the
-            training model's parameters.
-
-    Returns:
-        ``eval_step(state, batch, key) -> nll`` with ``nll`` of shape ``(batch_size,)``.
-
-    Example:
-        >>> nll = make_eval_step(eval_flow)(state, x_test[:500], jax.random.key(0))
-    """
+def eval_step_fn(model: nn.Module) -> EvalStep:
+    """The pure (un-jitted) per-example NLL behind :func:`make_eval_step`."""
 
     def eval_step(state: TrainState, batch: jax.Array, key: jax.Array) -> jax.Array:
         x, rngs = batch, _rngs(model, key)
@@ -152,7 +182,35 @@ def make_eval_step(model: nn.Module) -> EvalStep:
             log_prob = model.apply(state.variables(), x, method="log_prob", rngs=rngs)
         return -log_prob
 
-    return jax.jit(eval_step)
+    return eval_step
+
+
+def make_eval_step(model: nn.Module, mesh: Mesh | None = None) -> EvalStep:
+    """Builds the jitted per-example NLL of ``model`` (nats), without changing the state.
+
+    With a ``lipschitz`` collection the model is applied with it mutable, so the spectral
+    normalisation is refreshed for the current weights; the refreshed vectors are discarded.
+    The model's stochastic parts (dequantization noise, log-det estimators) draw from
+    streams derived from ``key``; pass a fixed key to get a deterministic evaluation.
+
+    Args:
+        model: the evaluation-mode model (built with ``training=False``); it shares the
+            training model's parameters.
+        mesh: as for :func:`make_train_step`; the batch is split over it.
+
+    Returns:
+        ``eval_step(state, batch, key) -> nll`` with ``nll`` of shape ``(batch_size,)``,
+        replicated on the mesh (every process can read it).
+
+    Example:
+        >>> flow = jflows.models.realnvp((2,), n_couplings=2, hidden=(8,))
+        >>> x = jax.random.normal(key, (500, 2))
+        >>> state = jflows.training.create_train_state(flow, optax.adam(1e-3), x, key)
+        >>> nll = make_eval_step(flow)(state, x, jax.random.key(0))
+        >>> nll.shape
+        (500,)
+    """
+    return _jit_on_mesh(eval_step_fn(model), mesh, lambda rep: rep)
 
 
 def lipschitz_refresh_fn(model: nn.Module):
@@ -170,7 +228,7 @@ def lipschitz_refresh_fn(model: nn.Module):
     return refresh
 
 
-def make_lipschitz_refresh(model: nn.Module):
+def make_lipschitz_refresh(model: nn.Module, mesh: Mesh | None = None):
     """Builds a jitted ``refresh(state, batch, key) -> state`` for spectrally normalised layers.
 
     The training step refreshes the power-iteration vectors inside its forward pass, for the
@@ -180,10 +238,16 @@ def make_lipschitz_refresh(model: nn.Module):
     before validation), so a state that is saved, evaluated or sampled from is normalised with
     vectors that match its own weights. Pass the evaluation model (``training=False``), whose
     layers run 100 power iterations per refresh. States without that collection are returned
-    unchanged.
+    unchanged. ``mesh`` is as for :func:`make_train_step`.
 
     Example:
-        >>> refresh = make_lipschitz_refresh(eval_flow)
-        >>> state = refresh(state, x_batch, jax.random.key(0))
+        >>> flow = jflows.models.resflow((2,), n_blocks=1, hidden=(8,), logdet="exact")
+        >>> eval_flow = jflows.models.resflow(
+        ...     (2,), n_blocks=1, hidden=(8,), logdet="exact", training=False)
+        >>> x = jax.random.normal(key, (64, 2))
+        >>> state = jflows.training.create_train_state(flow, optax.adam(1e-3), x, key)
+        >>> state = make_lipschitz_refresh(eval_flow)(state, x, jax.random.key(0))
+        >>> sorted(state.collections)
+        ['lipschitz']
     """
-    return jax.jit(lipschitz_refresh_fn(model))
+    return _jit_on_mesh(lipschitz_refresh_fn(model), mesh, lambda rep: rep)

@@ -1,8 +1,11 @@
 """Runs in its own process with XLA_FLAGS=--xla_force_host_platform_device_count=4.
 
-Trains a few steps of several models on one device, with the sharded jit step on 4 devices and
-with the pmap step on 4 devices, from the same initial state and global batches; prints the
-largest parameter difference of each parallel run from the single-device run as JSON.
+Trains a few steps of several models with the one step builder on a one-device
+mesh and on a 4-device mesh, and with the pmap step on 4 devices, from the same initial state
+and global batches; reports the largest parameter difference of each parallel run from the
+one-device run, and the spread between one-device runs with other step keys (how far apart
+two draws of the model's noise take the parameters).
+Prints the results as JSON.
 """
 
 import json
@@ -14,7 +17,8 @@ import optax
 
 from jflows import models as jm
 from jflows.training import create_train_state, make_train_step
-from jflows.training import parallel as par
+from jflows.training import pmap as pm
+from jflows.training.parallel import make_mesh, shard_batch
 
 assert jax.device_count() == 4, jax.devices()
 STEPS = 3
@@ -26,33 +30,45 @@ def max_diff(a, b):
     return max(diffs, default=0.0)
 
 
-def run(name, flow, batches, pmap_deterministic):
+def train(step, state, batches, mesh, seed=100):
+    for i, batch in enumerate(batches):
+        state, _ = step(state, shard_batch(batch, mesh), jax.random.key(seed + i))
+    return state
+
+
+def run(name, flow, batches):
     opt = optax.sgd(0.05)  # linear in the gradient (Adam amplifies rounding near zero)
     key = jax.random.key(0)
-    single = create_train_state(flow, opt, batches[0], key)
-    step = make_train_step(flow, opt)
-    mesh = par.make_mesh(4)
-    sharded = par.create_sharded_train_state(flow, opt, batches[0], key, mesh)
-    init_diff = max_diff(sharded.params, single.params)  # ActNorm from global statistics
-    sharded_step = par.make_sharded_train_step(flow, opt, mesh)
-    pmapped = par.replicate_for_pmap(single)
-    pmap_step = par.make_pmap_train_step(flow, opt)
+    one, four = make_mesh(1), make_mesh(4)
+    start = create_train_state(flow, opt, batches[0], key, one)
+    start4 = create_train_state(flow, opt, batches[0], key, four)
+    init_diff = max_diff(start4.params, start.params)  # ActNorm from global statistics
+    initial = jax.tree.map(np.asarray, start.params)  # the steps donate their state
+    plain = create_train_state(flow, opt, batches[0], key)  # mesh=None: a one-device mesh
+    default = train(make_train_step(flow, opt), plain, batches, one)
+    single = train(make_train_step(flow, opt, one), start, batches, one)
+    sharded = train(make_train_step(flow, opt, four), start4, batches, four)
+    spread = max(  # other step keys: another draw of the model's noise, same batches
+        max_diff(train(make_train_step(flow, opt, one), create_train_state(
+            flow, opt, batches[0], key, one), batches, one, seed).params, single.params)
+        for seed in (200, 300)
+    )
+    pmapped = pm.replicate_for_pmap(create_train_state(flow, opt, batches[0], key))
+    pmap_step = pm.make_pmap_train_step(flow, opt)
     for i, batch in enumerate(batches):
-        k = jax.random.key(100 + i)
-        single, m1 = step(single, batch, k)
-        sharded, m2 = sharded_step(sharded, par.shard_batch(batch, mesh), k)
-        pmapped, m3 = pmap_step(pmapped, par.split_for_pmap(batch, 4), k)
+        pmapped, _ = pmap_step(pmapped, pm.split_for_pmap(batch, 4), jax.random.key(100 + i))
     out = {
         "init": init_diff,
+        "default_mesh": max_diff(default.params, single.params),
         "sharded": max_diff(sharded.params, single.params),
         "sharded_lipschitz": max_diff(sharded.collections, single.collections),
-        "pmap": max_diff(par.unreplicate(pmapped).params, single.params),
+        "key_spread": spread,
+        "pmap": max_diff(pm.unreplicate(pmapped).params, single.params),
         "pmap_replicas_equal": max_diff(pmapped.params, jax.tree.map(
             lambda a: np.broadcast_to(a[:1], a.shape), pmapped.params)),
-        "pmap_deterministic": pmap_deterministic,
-        "moved": max_diff(single.params, create_train_state(
-            flow, opt, batches[0], key).params),
-        "sharded_is_sharded": str(sharded.params and jax.tree.leaves(sharded.params)[0].sharding),
+        "moved": max_diff(single.params, initial),
+        "sharded_is_sharded": str(jax.tree.leaves(sharded.params)[0].sharding),
+        "single_is_sharded": str(jax.tree.leaves(single.params)[0].sharding),
     }
     return name, out
 
@@ -63,12 +79,10 @@ def main():
     img = [rng.integers(0, 17, size=(16, 8, 8, 1)).astype(np.uint8) for _ in range(STEPS)]
     pre = jm.image_preprocessing(17)
     results = dict([
-        run("realnvp", jm.realnvp((2,), hidden=(16,), actnorm=True), vec, True),
-        run("resflow_exact", jm.resflow((2,), n_blocks=2, hidden=(16,), logdet="exact"),
-            vec, True),
-        run("resflow_roulette", jm.resflow((2,), n_blocks=2, hidden=(16,)), vec, False),
-        run("glow", jm.glow((8, 8, 1), levels=2, steps=1, hidden=8, preprocessing=pre), img,
-            False),  # pmap replicas draw their own dequantization noise
+        run("realnvp", jm.realnvp((2,), hidden=(16,), actnorm=True), vec),
+        run("resflow_exact", jm.resflow((2,), n_blocks=2, hidden=(16,), logdet="exact"), vec),
+        run("resflow_roulette", jm.resflow((2,), n_blocks=2, hidden=(16,)), vec),
+        run("glow", jm.glow((8, 8, 1), levels=2, steps=1, hidden=8, preprocessing=pre), img),
     ])
     json.dump(results, sys.stdout)
 
