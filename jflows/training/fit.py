@@ -190,8 +190,8 @@ def fit(
     init_key, data_key, step_key = jax.random.split(jax.random.key(seed), 3)
     fns = build_fit_steps(model, eval_model, optimizer, train_rows, fit_mesh(devices),
                           batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
-    with locked_run(out_dir, None if config is None else {**config, **split}):
-        files = RunFiles(out_dir, resume=resume)
+    config = None if config is None else {**config, **split}
+    with locked_run(out_dir, config), RunFiles(out_dir, resume=resume) as files:
         restored = files.restore(lambda: fns.init(init_key), fns.mesh)
         if restored is None:
             state, best_state, previous_time, train_loss = fns.init(init_key), None, 0.0, None
