@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jflows.bijectors import Bijector, Chain
 from jflows.data import load_dataset, vector_stats
@@ -13,6 +15,7 @@ from jflows.kernels.elementwise import affine_forward, affine_inverse
 from jflows.models import Flow, StandardNormal, realnvp, vector_preprocessing
 from jflows.names import LIPSCHITZ
 from jflows.training import create_train_state, make_eval_step, make_train_step
+from jflows.training.parallel import make_mesh
 
 
 def tree_equal(a, b):
@@ -155,3 +158,20 @@ def test_eval_step_is_negative_log_prob(toy, trainer):
     nll = evaluate(state, ds.test, jax.random.key(0))
     logp = model.apply(state.variables(), ds.test, method="log_prob")
     np.testing.assert_allclose(np.asarray(nll), -np.asarray(logp), rtol=1e-6)
+
+
+def test_one_device_is_a_one_device_mesh():
+    # mesh=None is the one-device mesh: the same jit over a NamedSharding as for n devices
+    model = realnvp((2,), n_couplings=2, hidden=(4,))
+    x = np.random.default_rng(0).normal(size=(32, 2)).astype(np.float32)
+    opt = optax.sgd(0.1)
+    default = create_train_state(model, opt, x, jax.random.key(0))
+    explicit = create_train_state(model, opt, x, jax.random.key(0), make_mesh(1))
+    for leaf in jax.tree_util.tree_leaves(default):
+        assert isinstance(leaf.sharding, NamedSharding) and leaf.sharding.mesh.size == 1
+    default, _ = make_train_step(model, opt)(default, x, jax.random.key(1))
+    explicit, _ = make_train_step(model, opt, make_mesh(1))(explicit, x, jax.random.key(1))
+    assert tree_equal(default, explicit)
+    assert all(leaf.sharding.spec == P() for leaf in jax.tree_util.tree_leaves(default))
+    nll = make_eval_step(model)(default, x, jax.random.key(0))
+    assert nll.shape == (32,) and nll.sharding.mesh.size == 1
