@@ -105,13 +105,13 @@ def test_config_carries_its_version_and_old_and_newer_versions_are_handled(tmp_p
     assert main(train(out, *TINY)) == 0
     path = out / "config.json"
     config = json.loads(path.read_text())
-    assert config["version"] == CONFIG_VERSION == 2
+    assert config["version"] == CONFIG_VERSION == 3
     assert config["options"] == {"n_couplings": 2, "hidden": [8]}
     del config["version"]  # a run written before versions: version 1, still loads
     path.write_text(json.dumps(config))
     assert main(["eval", "--run", str(out), "--data", "moons"]) == 0
     path.write_text(json.dumps({**config, "version": 99}))
-    with pytest.raises(CheckpointError, match="version 99.*up to 2"):
+    with pytest.raises(CheckpointError, match="version 99.*up to 3"):
         read_config(out)
     capsys.readouterr()
     one_line(capsys, ["eval", "--run", str(out), "--data", "moons"], "version 99")

@@ -26,12 +26,10 @@ from jflows.training.lock import LOCK_FILE
 from jflows.training.metrics import read_json
 from jflows.training.optim import make_optimizer
 from jflows.training.options import RESERVED_OPTIONS, check_model, coerce_options  # noqa: F401
+from jflows.training.run_config import CONFIG_VERSION, RunConfig
 from jflows.training.state import TrainState, create_train_state
 
 CONFIG_FILE = "config.json"
-CONFIG_VERSION = 2
-"""Format version of ``config.json`` (its ``"version"`` key): 2 adds the key itself and
-options converted to the factories' types; a config without the key is version 1 and loads."""
 
 
 def check_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +55,7 @@ def _tuples(value):
     return value
 
 
-def build_model(config: dict[str, Any], *, training: bool = True) -> nn.Module:
+def build_model(config: RunConfig, *, training: bool = True) -> nn.Module:
     """The flow described by a run config, with the run's pre-processing at its front.
 
     Vectors are standardised with the stored ``mean``/``std``; images are scaled from
@@ -85,7 +83,7 @@ def build_model(config: dict[str, Any], *, training: bool = True) -> nn.Module:
     return factory(shape, preprocessing=pre, training=training, **options)
 
 
-def build_optimizer(config: dict[str, Any]):
+def build_optimizer(config: RunConfig):
     """The optimizer of a run config (Adam or AdamW, a schedule, optional clipping)."""
     return make_optimizer(
         config["lr"],
@@ -103,7 +101,7 @@ EVAL_OPTIONS = ("inverse_max_iter", "inverse_atol", "inverse_rtol", "on_nonconve
 take them through ``--opt`` and override the run's values for that command only."""
 
 
-def with_eval_options(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def with_eval_options(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """``config`` with its model options updated by ``overrides`` (evaluation-time only).
 
     Raises:
@@ -127,10 +125,10 @@ def with_eval_options(config: dict[str, Any], overrides: dict[str, Any]) -> dict
                 f"options {', '.join(EVAL_OPTIONS)} (train a new run to change {key!r})"
             )
     options = check_options(config["model"], {**config["options"], **overrides})
-    return {**config, "options": options}
+    return config.replace(options=options)
 
 
-def abstract_state(model: nn.Module, optimizer, config: dict[str, Any]) -> TrainState:
+def abstract_state(model: nn.Module, optimizer, config: RunConfig) -> TrainState:
     """Shapes and dtypes of the run's train state, computed by tracing only (no FLOPs).
 
     Also checks that the model can be initialised on the run's event shape: an option the
@@ -149,8 +147,13 @@ def abstract_state(model: nn.Module, optimizer, config: dict[str, Any]) -> Train
     return jax.eval_shape(create, batch)
 
 
-def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Reads ``run_dir/config.json``; raises CheckpointError if ``run_dir`` is not a run."""
+def read_config(run_dir: str | os.PathLike) -> RunConfig:
+    """Reads ``run_dir/config.json`` as a :class:`RunConfig` (any version up to the current).
+
+    Raises:
+        CheckpointError: ``run_dir`` is not a run, or its config is invalid or newer than this
+            jflows reads (the message names the version, or the bad key).
+    """
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isdir(run_dir):
         raise CheckpointError(
@@ -183,14 +186,20 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
             f"{config.get('jflows_version', '?')}), but jflows {__version__} reads config "
             f"versions up to {CONFIG_VERSION}; load the run with a newer jflows"
         )
-    return config
+    try:
+        return RunConfig.from_dict({k: v for k, v in config.items() if k != "version"})
+    except ConfigError as err:
+        raise CheckpointError(
+            f"{path!r} (config version {version}) is not a valid jflows run config: {err}; it "
+            f"was edited or written by another program, so train a new run"
+        ) from err
 
 
 @dataclasses.dataclass
 class LoadedRun:
     """A trained run: its config, both models and the restored state."""
 
-    config: dict[str, Any]
+    config: RunConfig
     model: nn.Module
     eval_model: nn.Module
     state: TrainState
@@ -237,7 +246,7 @@ def load_run(
     return LoadedRun(config, model, eval_model, state)
 
 
-def existing_config(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+def existing_config(out_dir: str | os.PathLike) -> RunConfig | None:
     """The config of the run in ``out_dir``, None if ``out_dir`` is absent or empty.
 
     Raises:
@@ -285,7 +294,7 @@ def reduce_dataset_bits(dataset: Dataset, n_bits: int | None) -> Dataset:
     return dataclasses.replace(dataset, train=train, test=test, levels=levels)
 
 
-def data_for_run(spec: str, config: dict[str, Any], run_dir: str | os.PathLike) -> np.ndarray:
+def data_for_run(spec: str, config: RunConfig, run_dir: str | os.PathLike) -> np.ndarray:
     """The rows ``jflows eval`` scores: all of a ``.npy`` file, or a built-in set's test split.
 
     A ``.npy`` file is the user's choice of rows, so every row is scored, also when it is the

@@ -34,8 +34,8 @@ from jflows.training.defaults import (
 )
 from jflows.training.fit import fit
 from jflows.training.optim import make_optimizer
+from jflows.training.run_config import CONFIG_VERSION, RunConfig
 from jflows.training.runs import (
-    CONFIG_VERSION,
     EVAL_OPTIONS,
     abstract_state,
     build_model,
@@ -96,7 +96,7 @@ def _check_lr(lr) -> None:
     make_optimizer(lr)  # raises ConfigError for non-finite or non-positive rates
 
 
-def make_run_config(settings: dict[str, Any]) -> tuple[dict[str, Any], Dataset]:
+def make_run_config(settings: dict[str, Any]) -> tuple[RunConfig, Dataset]:
     """The full run config and the data set of ``settings``; nothing is written.
 
     Unset settings (None) take the defaults of :mod:`jflows.training.defaults`: per data kind,
@@ -107,7 +107,7 @@ def make_run_config(settings: dict[str, Any]) -> tuple[dict[str, Any], Dataset]:
         settings: keys of :data:`SETTINGS`; ``model`` and ``data`` are required.
 
     Returns:
-        ``(config, dataset)``.
+        ``(config, dataset)``, the config a checked :class:`RunConfig`.
 
     Raises:
         JflowsError: an unknown model or option, unreadable data, an invalid setting.
@@ -165,10 +165,10 @@ def make_run_config(settings: dict[str, Any]) -> tuple[dict[str, Any], Dataset]:
     if config["patience"] is None:
         config["patience"] = 10 if config["val_fraction"] > 0 else 0
     check_patience(config["patience"])
-    return config, dataset
+    return RunConfig.from_dict(config), dataset
 
 
-def check_resume(config: dict[str, Any], stored: dict[str, Any], out_dir) -> None:
+def check_resume(config: RunConfig, stored: RunConfig, out_dir) -> None:
     """Raises ConfigError when ``config`` and ``stored`` differ in an :data:`IDENTITY` setting.
 
     ``stored`` is the config of the run in ``out_dir``; only keys it records count, and the
@@ -197,7 +197,7 @@ def check_resume(config: dict[str, Any], stored: dict[str, Any], out_dir) -> Non
 class TrainedRun:
     """What :func:`train_run` returns."""
 
-    config: dict[str, Any]
+    config: RunConfig
     dataset: Dataset
     model: nn.Module
     eval_model: nn.Module
