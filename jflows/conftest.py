@@ -27,14 +27,6 @@ jax.config.update("jax_disable_most_optimizations", True)
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-# The lead converts these to the layer contract of issue 13 and rewrites their examples; until
-# then their doctests are skipped. Paths relative to jflows/. Empty this set when done.
-DOCTEST_PENDING = {
-    "training/step.py",
-    "training/state.py",
-    "training/parallel.py",
-    "training/fit.py",
-}
 
 RUN = "runs/moons"
 TINY_RUN = dict(
@@ -56,15 +48,13 @@ def _uses_run(item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skips DOCTEST_PENDING; marks DOCTEST_SLOW and the users of RUN slow (RUN on one worker)."""
+    """Marks DOCTEST_SLOW and the users of RUN slow (RUN on one worker)."""
     for item in items:
         if not isinstance(item, pytest.DoctestItem):
             continue
         path = pathlib.Path(item.path).resolve()
         if not path.is_relative_to(HERE):
             continue
-        if path.relative_to(HERE).as_posix() in DOCTEST_PENDING:
-            item.add_marker(pytest.mark.skip(reason="example pending the layer contract"))
         if item.name in DOCTEST_SLOW:
             item.add_marker(pytest.mark.slow)
         if _uses_run(item):  # they need a training run: slow, and all on one pytest-xdist worker

@@ -31,7 +31,9 @@ class TrainState(flax.struct.PyTreeNode):
             therefore skipped (int32 scalar).
 
     Example:
-        >>> state = create_train_state(flow, optax.adam(1e-3), x[:256], jax.random.key(0))
+        >>> flow = jflows.models.realnvp((2,), n_couplings=2, hidden=(8,))
+        >>> x = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
+        >>> state = create_train_state(flow, optax.adam(1e-3), x, jax.random.key(0))
         >>> int(state.step), int(state.nonfinite_steps)
         (0, 0)
     """
@@ -113,8 +115,11 @@ def create_train_state(
         A state at step 0 whose leaves are all strongly typed, replicated on the mesh.
 
     Example:
-        >>> flow = jflows.models.realnvp((2,))
-        >>> state = create_train_state(flow, optax.adam(1e-3), x[:500], jax.random.key(0))
+        >>> flow = jflows.models.realnvp((2,), n_couplings=2, hidden=(8,))
+        >>> x = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
+        >>> state = create_train_state(flow, optax.adam(1e-3), x, jax.random.key(0))
+        >>> sorted(state.params)
+        ['bijector']
     """
     rep = replicated_sharding(make_mesh(1) if mesh is None else mesh)
 
