@@ -33,6 +33,8 @@ class JaxModel:
         test: the test score of a state (a float, or None for no score).
         params: the trainable parameters of a state (counted in the table).
         loss_to: the train loss as the table shows it (e.g. nats to bits/dim).
+        is_loss: whether the step's value is a training loss (False for a floor that times a
+            bare forward and backward pass: the table then shows "-").
     """
 
     state: Any
@@ -40,6 +42,7 @@ class JaxModel:
     test: Callable[[Any], float | None]
     params: Callable[[Any], Any] = _same
     loss_to: Callable[[float], float] = _same
+    is_loss: bool = True
 
 
 def run(build: Callable[..., JaxModel], task) -> dict:
@@ -60,6 +63,8 @@ def run(build: Callable[..., JaxModel], task) -> dict:
     params = common.count_params(model.params(state))
     result = common.summary(times, losses, setup_s=setup_s, params=params)
     result["test"] = model.test(state)
+    if not model.is_loss:
+        result["loss_end"] = None
     return result
 
 
