@@ -8,7 +8,8 @@ power-iteration vectors; the log-density is
 ``log N(z; 0, I) + sum_b log|det(I + J_g_b)|``. The hand-written version below reads the raw
 arrays out of the jflows variables and must give the same log-density and the same gradients,
 so the library's layout, normalisation and activation order are those of the reference code
-(which the W1 benchmark compares against normflows; ``benchmarks/w1_same_weights.py``).
+(which the W1 benchmark compares against normflows;
+``benchmarks/investigations/w1_same_weights.py``).
 """
 
 import math

@@ -56,7 +56,8 @@ class LipschitzMLP(_BranchChecks, nn.Module):
     ``kernel_i`` is stored as ``(in, out)``, except for narrowing layers (``out < in``, e.g.
     the last layer of a 2-D flow), which are stored as ``(out, in)``: their weight gradient is
     a contraction over the batch into a tall, thin matrix, which XLA:CPU computes about 5x
-    faster into the wide layout (``python benchmarks/w1_breakdown.py`` prints both). Both are
+    faster into the wide layout (``python -m benchmarks.investigations.w1_breakdown`` prints both).
+    Both are
     used as ``y = x @ W`` with ``W`` of shape ``(in, out)``.
 
     Attributes:

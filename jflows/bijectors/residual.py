@@ -77,7 +77,7 @@ class ResidualBlock(Bijector):
             mode only; ``False`` builds the surrogate from plain JAX operations, differentiable
             in forward mode and to higher order, but it runs the branch forward twice and stores
             the surrogate's activations, which inside ``nn.scan`` makes a W1 step 1.6-1.8x
-            slower on CPU (``python benchmarks/w1_breakdown.py`` prints both).
+            slower on CPU (``python -m benchmarks.investigations.w1_breakdown`` prints both).
         inverse_atol: absolute tolerance of the fixed point (default 1e-5 in float32, 1e-10 in
             float64).
         inverse_rtol: relative tolerance of the fixed point (same defaults).

@@ -80,7 +80,8 @@ def glow(
         learned_prior: learned conditional and top priors (otherwise N(0, I) everywhere).
         unroll: steps per iteration of each level's ``nn.scan`` loop (``True``: all). The
             default unrolls the loop: XLA on CPU computes convolution-kernel gradients inside a
-            compiled loop about 10x slower (``python benchmarks/scan_unroll.py``), while the
+            compiled loop about 10x slower (``python -m benchmarks.investigations.scan_unroll``),
+            while the
             parameters stay stacked and the step is still traced once.
         preprocessing: bijectors applied first (``image_preprocessing(levels)``).
         training: accepted for a uniform factory signature; Glow has no mode-dependent parts.

@@ -144,7 +144,8 @@ def realnvp(
         scale_map: scale parameterisation (``"tanh"``: bounded, the default).
         actnorm: put an ActNorm before every coupling.
         unroll: coupling pairs per iteration of the vector stack's ``nn.scan`` loop (``True``:
-            all of them). Unrolled, the 2-D training step of ``benchmarks/w2_realnvp2d.py`` is
+            all of them). Unrolled, the 2-D training step of
+            ``benchmarks/workloads/w2_realnvp2d.py`` is
             ~10% faster on CPU at about the same compile time; pass 1 for very deep stacks.
         preprocessing: bijectors applied first (see ``jflows.models.preprocessing``).
         base: ``"standard"`` normal or learned ``"diagonal"`` Gaussian.

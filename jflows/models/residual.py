@@ -88,7 +88,8 @@ def resflow(
             :class:`~jflows.bijectors.ResidualBlock`.
         unroll: blocks per iteration of the convolutional stacks' ``nn.scan`` loops
             (``True``: all; XLA on CPU computes convolution-kernel gradients inside a compiled
-            loop about 10x slower, ``python benchmarks/scan_unroll.py``). Dense stacks keep one
+            loop about 10x slower, ``python -m benchmarks.investigations.scan_unroll``). Dense
+            stacks keep one
             block per iteration, so their compile time stays flat in depth.
         preprocessing: bijectors applied first (``vector_preprocessing`` /
             ``image_preprocessing``).
@@ -175,7 +176,7 @@ def iresnet(
     biased truncated series with ``n_terms`` terms, factor-out between scales and a learned
     diagonal Gaussian prior. Its gradient is the Neumann-series estimator by default;
     ``gradient="backprop"`` differentiates through the series as the i-ResNet code does (time
-    and memory grow with ``n_terms``; compare with ``benchmarks/residual_step.py``).
+    and memory grow with ``n_terms``; compare with ``benchmarks/investigations/residual_step.py``).
     Evaluation (``training=False``) is exact for small events and otherwise uses 20 exact terms
     plus a Poisson roulette tail, so reported likelihoods are not biased by the truncation.
 
@@ -205,7 +206,8 @@ def iresnet(
             :class:`~jflows.bijectors.ResidualBlock`.
         unroll: blocks per iteration of the convolutional stacks' ``nn.scan`` loops
             (``True``: all; XLA on CPU computes convolution-kernel gradients inside a compiled
-            loop about 10x slower, ``python benchmarks/scan_unroll.py``). Dense stacks keep one
+            loop about 10x slower, ``python -m benchmarks.investigations.scan_unroll``). Dense
+            stacks keep one
             block per iteration, so their compile time stays flat in depth.
         preprocessing: bijectors applied first.
         base: ``"diagonal"`` (learned, i-ResNet's default) or ``"standard"``.

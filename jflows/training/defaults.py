@@ -27,14 +27,15 @@ SMALL_VECTOR_DEFAULTS = dict(
 )
 """Overrides of :data:`DEFAULTS` for vector data with fewer than 10 000 training rows.
 
-Tuned with ``benchmarks/tabular_breast_cancer.py`` (569 rows x 30 columns, seeds 0-4, against
+Tuned with ``benchmarks/investigations/tabular_breast_cancer.py`` (569 rows x 30 columns, seeds
+0-4, against
 flowjax's coupling flow). The decisive setting is the strong decoupled weight decay: AdamW
 shrinks every weight by ``lr * weight_decay`` (1%) per step at the peak rate, which keeps the
 couplings' shifts and scales small away from the training rows, where a held-out outlier row
 lands (in scratch runs, a test row 14 standard deviations out scored 75 000 nats at
 weight decay 1e-4 and 618 at 10). Mean test NLL over the five seeds: +39 at weight decay 1,
 -7.7 at 3, -22.5 at 10 (flowjax: -4.8); rerun with ``python
-benchmarks/tabular_breast_cancer.py --seeds 0 1 2 3 4 --jflows-arg=--weight-decay
+benchmarks/investigations/tabular_breast_cancer.py --seeds 0 1 2 3 4 --jflows-arg=--weight-decay
 --jflows-arg=W``.
 Evaluations every 20 steps of 128 rows (about 6 passes over such a table) find the best state
 before memorising sets in (typically after 200-400 steps)."""
