@@ -26,8 +26,9 @@ class UniformDequantization(Layer):
     labelled ``..._bound``. Every call draws fresh noise from the ``dequant`` stream; give a
     fixed key for a repeatable evaluation.
 
-    The levels may come as integers or as floats holding integers (a model casts its inputs
-    to its dtype); the noise is drawn in that floating dtype and ``z`` stays below ``k + 1``.
+    The levels may come as floats holding integers (a model casts its inputs to its dtype) or
+    as integers (then JAX's default float dtype is used); the noise is drawn in that floating
+    dtype and ``z`` stays below ``k + 1``.
 
     Attributes:
         event_ndims: dimensions of one event (3 for ``(H, W, C)`` images).
@@ -53,7 +54,8 @@ class UniformDequantization(Layer):
         super().__post_init__()
 
     def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
-        dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+        # integer levels: JAX's default float (float32, or float64 with x64 enabled)
+        dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.result_type(float)
         z = uniform_dequantize(require_rng(self, DEQUANT), x, dtype)
         return z, jnp.zeros(x.shape[: x.ndim - self.event_ndims], dtype)
 
