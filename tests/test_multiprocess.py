@@ -14,7 +14,8 @@ from conftest import once_per_session
 
 from jflows.training import load_run
 
-pytestmark = pytest.mark.slow  # subprocess runs of the CLI
+# subprocess runs of the CLI; one xdist group (the other worker does not wait for them)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("two_processes")]
 
 ARGS = ["--model", "resflow", "--data", "moons", "--steps", "12", "--eval-every", "6",
         "--checkpoint-every", "6", "--batch-size", "64", "--opt", "n_blocks=2",

@@ -15,7 +15,9 @@ from conftest import once_per_session
 
 SCRIPTS = pathlib.Path(__file__).parent / "scripts"
 
-pytestmark = pytest.mark.slow  # subprocesses with four virtual devices
+# subprocesses with four virtual devices; one xdist group, so the other worker is not left
+# waiting for their shared result
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("four_devices")]
 
 
 def _run_script(name, *args):
