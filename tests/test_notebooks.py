@@ -12,7 +12,7 @@ import pytest
 
 NOTEBOOK_DIR = pathlib.Path(__file__).parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-OUTPUTS_REQUIRED = False
+OUTPUTS_REQUIRED = True
 """Set to True once the notebooks are committed with the outputs of `notebooks/refresh.py`."""
 
 
