@@ -13,7 +13,7 @@ import pytest
 NOTEBOOK_DIR = pathlib.Path(__file__).parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 OUTPUTS_REQUIRED = True
-"""Set to True once the notebooks are committed with the outputs of `notebooks/refresh.py`."""
+"""Stored notebooks must carry the outputs of one full `python notebooks/refresh.py` run."""
 
 
 def _refresh_module():
