@@ -51,3 +51,20 @@ def once_per_session(tmp_path_factory, name, compute, timeout_s=1200.0):
         partial.write_bytes(pickle.dumps((ok, value)))
         partial.rename(result)
     return value
+
+
+# The longest tests (subprocess groups that hold one worker for minutes) are scheduled first, so
+# that with two workers the other one works through the short tests meanwhile instead of both
+# finishing the session with one of them idle (longest-processing-time-first scheduling).
+LONGEST_FIRST = (
+    "tests/test_parallel.py", "tests/test_multiprocess.py", "tests/test_notebooks.py",
+    "tests/test_cli_kill.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
