@@ -41,7 +41,8 @@ from jflows.training.pictures import (
     save_samples_picture,
     to_levels,
 )
-from jflows.training.runs import check_model, data_for_run, read_config
+from jflows.training.run_data import data_for_run
+from jflows.training.runs import check_model, read_config
 from jflows.training.setup import prepare_run, run_fit
 
 logger = logging.getLogger(__name__)

@@ -15,11 +15,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jflows import __version__
-from jflows.data import Dataset, load_array, load_dataset, reduce_bits
-from jflows.errors import CheckpointError, ConfigError, DataError
+from jflows.errors import CheckpointError, ConfigError
 from jflows.models import MODELS, image_preprocessing, vector_preprocessing
 from jflows.training.checkpoints import CHECKPOINT_DIR, Checkpointer
 from jflows.training.lock import LOCK_FILE
@@ -274,67 +272,3 @@ def existing_config(out_dir: str | os.PathLike) -> RunConfig | None:
             f"not a jflows run; pass a new or empty directory (nothing was written)"
         )
     return None
-
-
-def reduce_dataset_bits(dataset: Dataset, n_bits: int | None) -> Dataset:
-    """``dataset`` with its images reduced to ``2 ** n_bits`` levels (unchanged for None).
-
-    Raises:
-        DataError: ``n_bits`` given for vector data, or more levels than the data have.
-    """
-    if n_bits is None:
-        return dataset
-    if not dataset.is_image:
-        raise DataError(
-            f"--n-bits {n_bits} only applies to image data, but {dataset.name!r} holds vectors; "
-            f"drop the option"
-        )
-    train, levels = reduce_bits(dataset.train, dataset.levels, n_bits)
-    test, _ = reduce_bits(dataset.test, dataset.levels, n_bits)
-    return dataclasses.replace(dataset, train=train, test=test, levels=levels)
-
-
-def data_for_run(spec: str, config: RunConfig, run_dir: str | os.PathLike) -> np.ndarray:
-    """The rows ``jflows eval`` scores: all of a ``.npy`` file, or a built-in set's test split.
-
-    A ``.npy`` file is the user's choice of rows, so every row is scored, also when it is the
-    run's own training file (then its training, validation and test rows together; the run's
-    test figure is in ``metrics.json``).
-
-    Built-in sets are loaded with the run's seed and sizes, so the run's own data name gives
-    exactly the test set that ``fit`` evaluated. The rows must match the run's kind and event
-    shape, and images must stay below the run's number of levels.
-
-    Raises:
-        DataError: unreadable or invalid data, or data the run's model cannot score.
-    """
-    if spec.endswith(".npy"):
-        x = load_array(spec, levels=256)
-    else:
-        sizes = {k: config[k] for k in ("n_train", "n_test") if k in config}
-        x = load_dataset(spec, seed=config["seed"], **sizes).test
-    run = os.fspath(run_dir)
-    shape = tuple(config["event_shape"])
-    n_bits = config.get("n_bits")
-    if n_bits is not None and x.ndim == 4:  # the run models reduced bit depth
-        levels = config.get("data_levels") or 256
-        if int(x.max()) >= levels:
-            raise DataError(
-                f"data {spec!r} holds values up to {int(x.max())}, but run {run!r} was trained "
-                f"on {levels}-level images reduced to {n_bits} bits; evaluate it on "
-                f"{levels}-level images"
-            )
-        x, _ = reduce_bits(x, levels, n_bits)
-    kind = "image" if x.ndim == 4 else "vector"
-    if kind != config["kind"] or tuple(x.shape[1:]) != shape:
-        raise DataError(
-            f"data {spec!r} holds {kind}s of shape {tuple(x.shape[1:])}, but run {run!r} models "
-            f"{config['kind']}s of shape {shape}; evaluate the run on data of that shape"
-        )
-    if kind == "image" and int(x.max()) >= config["levels"]:
-        raise DataError(
-            f"data {spec!r} holds values up to {int(x.max())}, but run {run!r} models "
-            f"{config['levels']} levels (0..{config['levels'] - 1}); evaluate it on images "
-            f"quantized to those levels"
-        )
-    return x

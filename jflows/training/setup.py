@@ -35,6 +35,7 @@ from jflows.training.defaults import (
 from jflows.training.fit import fit
 from jflows.training.optim import make_optimizer
 from jflows.training.run_config import CONFIG_VERSION, RunConfig
+from jflows.training.run_data import reduce_dataset_bits
 from jflows.training.runs import (
     EVAL_OPTIONS,
     abstract_state,
@@ -42,7 +43,6 @@ from jflows.training.runs import (
     build_optimizer,
     check_options,
     existing_config,
-    reduce_dataset_bits,
 )
 from jflows.training.state import TrainState
 from jflows.training.validation import (
