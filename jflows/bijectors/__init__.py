@@ -6,6 +6,7 @@ from jflows.bijectors.base import Bijector, Estimate, Kind, Layer, require_rng
 from jflows.bijectors.chain import Chain, Inverse
 from jflows.bijectors.conditioners import MLP, ConvNet
 from jflows.bijectors.coupling import MaskedCoupling, SplitCoupling
+from jflows.bijectors.densities import ConditionalBernoulli, ConditionalGaussian
 from jflows.bijectors.dequantization import UniformDequantization
 from jflows.bijectors.elementwise import ElementwiseAffine, FixedAffine
 from jflows.bijectors.factor_out import FactorOut
@@ -25,6 +26,8 @@ __all__ = [
     "ActNorm",
     "Bijector",
     "Chain",
+    "ConditionalBernoulli",
+    "ConditionalGaussian",
     "ConvNet",
     "ElementwiseAffine",
     "Estimate",

@@ -6,6 +6,7 @@ from jflows.models.diagnostics import ResidualReport, residual_diagnostics
 from jflows.models.distrax_adapter import FlowBijector, to_distrax
 from jflows.models.flow import Flow
 from jflows.models.glow import glow
+from jflows.models.likelihood import LogLikelihood
 from jflows.models.nice import nice
 from jflows.models.preprocessing import image_preprocessing, vector_preprocessing
 from jflows.models.realnvp import realnvp
@@ -25,6 +26,7 @@ __all__ = [
     "DiagonalGaussian",
     "Flow",
     "FlowBijector",
+    "LogLikelihood",
     "StandardNormal",
     "checked_apply",
     "glow",

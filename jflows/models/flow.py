@@ -9,8 +9,10 @@ import jax
 import jax.numpy as jnp
 
 from jflows.bijectors.base import Estimate, Kind, Layer, not_bijective, require_rng
-from jflows.errors import ShapeError
+from jflows.errors import ConfigError, ShapeError
+from jflows.kernels.bounds import importance_weighted
 from jflows.kernels.shapes import check_event_shape
+from jflows.models.likelihood import LogLikelihood
 from jflows.names import SAMPLE
 
 
@@ -83,10 +85,24 @@ class Flow(nn.Module):
         """Whether a layer reads ``context``."""
         return self.bijector.conditional
 
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one latent ``z``: the base's event shape.
+
+        The data's shape for bijective models; surjections change it (a slice or max-pool
+        makes ``z`` smaller, augmentation larger).
+        """
+        return tuple(getattr(self.base, "event_shape", self.event_shape))
+
     def _input(self, x):
         """Checks the event shape and casts ``x`` to the model's dtype."""
         check_event_shape(x, self.event_shape, "Flow")
         return x if self.dtype is None else jnp.asarray(x, self.dtype)
+
+    def _latent(self, z):
+        """Checks a latent's event shape and casts it to the model's dtype."""
+        check_event_shape(z, self.latent_shape, "Flow (latent)")
+        return z if self.dtype is None else jnp.asarray(z, self.dtype)
 
     def _context(self, context, batch_shape=None):
         """Checks ``context`` against the model; casts it to the model's dtype."""
@@ -112,6 +128,9 @@ class Flow(nn.Module):
     def _batch(self, x):
         return x.shape[: x.ndim - len(self.event_shape)]
 
+    def _latent_batch(self, z):
+        return z.shape[: z.ndim - len(self.latent_shape)]
+
     def forward_and_log_det(self, x: jax.Array, context: jax.Array | None = None):
         """Returns ``(z, sum of the layers' contributions)``."""
         x = self._input(x)
@@ -124,24 +143,63 @@ class Flow(nn.Module):
 
     def inverse(self, z: jax.Array, context: jax.Array | None = None) -> jax.Array:
         """Maps latent to data (no log-det is computed)."""
-        z = self._input(z)
-        return self.bijector.inverse(z, self._context(context, self._batch(z)))
+        z = self._latent(z)
+        return self.bijector.inverse(z, self._context(context, self._latent_batch(z)))
 
     def inverse_and_log_det(self, z: jax.Array, context: jax.Array | None = None):
         """Returns ``(x, log|det dx/dz|)``; bijective models only."""
         if self.kind != Kind.BIJECTION:
             raise not_bijective(self.bijector, "inverse_and_log_det")
-        z = self._input(z)
-        return self.bijector.inverse_and_log_det(z, self._context(context, self._batch(z)))
+        z = self._latent(z)
+        return self.bijector.inverse_and_log_det(z, self._context(context, self._latent_batch(z)))
 
     def base_log_prob(self, z: jax.Array) -> jax.Array:
         """Log-density of the base at ``z``."""
-        return self.base.log_prob(self._input(z))
+        return self.base.log_prob(self._latent(z))
 
     def log_prob(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
-        """``log p(x | context)`` in nats (or its estimate or bound, see :attr:`estimate`)."""
+        """``log p(x | context)`` in nats (or its estimate or bound, see :attr:`estimate`).
+
+        Exact for bijections and inference surjections (exact log-dets); with a stochastic
+        layer, a one-draw estimate of the ELBO (:meth:`log_likelihood` returns the value with
+        what it is; :meth:`iwbo` a tighter bound).
+        """
         z, logdet = self.forward_and_log_det(x, context)
         return self.base.log_prob(z) + logdet
+
+    def iwbo(self, x: jax.Array, samples: int, context: jax.Array | None = None) -> jax.Array:
+        r"""The importance-weighted bound ``log (1/K) sum_k exp(ELBO_k)`` with ``K = samples``.
+
+        The ``K`` copies of the batch run as one batched computation (a leading axis of size
+        ``K``; each stochastic layer draws independent noise for each copy). ``K = 1`` is the
+        one-draw ELBO :meth:`log_prob`; the bound tightens on average as ``K`` grows. For a
+        model without stochastic layers ``log_prob`` is returned (every copy would agree).
+        """
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ConfigError(f"iwbo needs samples = K >= 1 (an int), got {samples!r}")
+        if self.kind != Kind.STOCHASTIC or samples == 1:
+            return self.log_prob(x, context)
+        x = self._input(x)
+        context = self._context(context, self._batch(x))
+        tiled = jnp.broadcast_to(x, (samples, *x.shape))
+        if context is not None:
+            context = jnp.broadcast_to(context, (samples, *context.shape))
+        return importance_weighted(self.log_prob(tiled, context), axis=0)
+
+    def log_likelihood(
+        self, x: jax.Array, samples: int = 1, context: jax.Array | None = None
+    ) -> LogLikelihood:
+        """:meth:`iwbo` with its metadata: exact, ELBO (``samples=1``) or IWBO.
+
+        Example:
+            >>> flow = jflows.models.realnvp(event_shape=(2,), n_couplings=2, hidden=(8,))
+            >>> variables = flow.init(key, jnp.ones((1, 2)), method="log_prob")
+            >>> flow.apply(variables, jnp.ones((3, 2)), method="log_likelihood").name
+            'exact log-likelihood'
+        """
+        value = self.iwbo(x, samples, context)
+        k = samples if self.kind == Kind.STOCHASTIC else 1
+        return LogLikelihood(value, self.estimate, k)
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
         """Same as :meth:`log_prob`."""
