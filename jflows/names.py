@@ -15,7 +15,9 @@ RNG streams (which layer draws from which is declared by the layer itself,
     PARAMS: initialisation.
     LOGDET: stochastic log-determinant estimators (Hutchinson probes, roulette draws).
     SAMPLE: drawing from a base distribution (and the generative draws of surjections).
-    DEQUANT: dequantization noise for discrete data.
+    DEQUANT: dequantization noise for discrete data (uniform or variational).
+    NOISE: the data-to-latent draws of other stochastic layers (augmentation, stochastic
+        permutations, continuous indices).
 """
 
 PARAMS = "params"
@@ -24,6 +26,7 @@ LIPSCHITZ = "lipschitz"
 LOGDET = "logdet"
 SAMPLE = "sample"
 DEQUANT = "dequant"
+NOISE = "noise"
 
 # Values fixed at initialisation that belong to the model but are never trained, such as the
 # permutation and signs of an LU-parameterised 1x1 convolution. Saved with the parameters;

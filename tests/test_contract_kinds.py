@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,7 @@ from jflows import bijectors as jb
 from jflows import models as jm
 from jflows.bijectors import Estimate, Kind, Layer
 from jflows.errors import MissingRngError, NotBijectiveError
-from jflows.names import DEQUANT, DIAGNOSTICS, LOGDET, SAMPLE
+from jflows.names import DEQUANT, DIAGNOSTICS, LOGDET, NOISE, SAMPLE
 
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = jnp.float64 if X64 else jnp.float32
@@ -117,14 +118,30 @@ def test_absolute_value_gives_the_exact_density_of_symmetric_data():
 LEVELS = 17
 DIGITS = (8, 8, 1)
 
+
+class StochasticCase(NamedTuple):
+    """A stochastic layer or model for the checks below.
+
+    ``make`` builds it; ``shape`` is one event's; ``data`` is ``"levels"`` (integer levels
+    ``0 .. LEVELS-1``) or ``"real"`` (Gaussian draws); ``stream`` is the data-to-latent stream
+    it draws from; ``slow`` marks cases that compile a whole model.
+    """
+
+    make: Callable[[], Any]
+    shape: tuple[int, ...]
+    data: str = "levels"
+    stream: str = DEQUANT
+    slow: bool = False
+
+
 STOCHASTIC = {
-    "dequantization": (lambda: jb.UniformDequantization(levels=LEVELS), (4, 4, 2), False),
-    "chain_dequantization_scaling": (
-        lambda: jb.Chain(jm.image_preprocessing(LEVELS, logit_alpha=0.05)), (4, 4, 2), False),
-    "model_glow_digits": (
+    "dequantization": StochasticCase(lambda: jb.UniformDequantization(levels=LEVELS), (4, 4, 2)),
+    "chain_dequantization_scaling": StochasticCase(
+        lambda: jb.Chain(jm.image_preprocessing(LEVELS, logit_alpha=0.05)), (4, 4, 2)),
+    "model_glow_digits": StochasticCase(
         lambda: jm.glow(DIGITS, levels=2, steps=1, hidden=4,
                         preprocessing=jm.image_preprocessing(LEVELS),
-                        dtype="float64" if X64 else "float32"), DIGITS, True),
+                        dtype="float64" if X64 else "float32"), DIGITS, slow=True),
 }
 
 
@@ -133,27 +150,34 @@ def _levels(shape, batch=3, seed=4):
     return jnp.asarray(k, jnp.uint8)
 
 
-@pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.slow] if slow else [])
-                        for name, (_, _, slow) in sorted(STOCHASTIC.items())])
+def _case_input(case: StochasticCase, batch=3, seed=4):
+    if case.data == "levels":
+        return _levels(case.shape, batch, seed)
+    return jax.random.normal(jax.random.key(seed), (batch, *case.shape), DTYPE)
+
+
+@pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.slow] if case.slow else [])
+                        for name, case in sorted(STOCHASTIC.items())])
 def stochastic(request):
-    make, shape, _ = STOCHASTIC[request.param]
-    module = make()
-    k = _levels(shape)
+    case = STOCHASTIC[request.param]
+    module = case.make()
+    k = _case_input(case)
     method = "log_prob" if isinstance(module, jm.Flow) else "forward_and_log_det"
-    variables = module.init({"params": jax.random.key(0), DEQUANT: jax.random.key(1)}, k,
+    variables = module.init({"params": jax.random.key(0), case.stream: jax.random.key(1)}, k,
                             method=method)
 
     def call(x, key):
-        return module.apply(variables, x, method=method, rngs={DEQUANT: key})
+        return module.apply(variables, x, method=method, rngs={case.stream: key})
 
+    call.stream = case.stream
     return module, call, k
 
 
 @pytest.mark.float64
 def test_stochastic_declarations(stochastic):
-    module, _, _ = stochastic
+    module, call, _ = stochastic
     assert module.kind == Kind.STOCHASTIC and module.estimate == Estimate.BOUND
-    assert DEQUANT in module.rng_streams
+    assert call.stream in module.rng_streams
 
 
 @pytest.mark.float64
@@ -237,10 +261,10 @@ class NoisyShift(Layer):
     recorded in ``diagnostics``."""
 
     layer_kind: ClassVar[Kind] = Kind.STOCHASTIC
-    own_rng_streams: ClassVar[frozenset[str]] = frozenset({"noise"})
+    own_rng_streams: ClassVar[frozenset[str]] = frozenset({NOISE})
 
     def forward_and_log_det(self, x, context=None):
-        u = jax.random.uniform(self.make_rng("noise"), x.shape, x.dtype)
+        u = jax.random.uniform(self.make_rng(NOISE), x.shape, x.dtype)
         self.sow(DIAGNOSTICS, "u", u)
         return x + u, jnp.zeros(x.shape[:-1], x.dtype)
 
@@ -259,8 +283,8 @@ def test_containers_derive_kind_estimate_and_streams():
     assert mixed.kind == Kind.STOCHASTIC and mixed.estimate == Estimate.BOUND
     assert mixed.rng_streams == {DEQUANT, SAMPLE, LOGDET}
     stack = jb.Stack(lambda: jb.Chain([jb.ActNorm(), NoisyShift()]), length=2)
-    assert stack.kind == Kind.STOCHASTIC and stack.rng_streams == {"noise"}
-    assert jb.FactorOut(stack).rng_streams == {"noise"}
+    assert stack.kind == Kind.STOCHASTIC and stack.rng_streams == {NOISE}
+    assert jb.FactorOut(stack).rng_streams == {NOISE}
     assert not stack.conditional and jb.SplitCoupling(use_context=True).conditional
     with pytest.raises(NotBijectiveError):
         jb.Inverse(jb.AbsoluteValue())
@@ -269,7 +293,7 @@ def test_containers_derive_kind_estimate_and_streams():
 def test_stochastic_layer_in_a_stack_draws_different_noise_in_every_block():
     stack = jb.Stack(NoisyShift, length=4)
     x = jnp.zeros((2, 3))
-    rngs = {"noise": jax.random.key(0)}
+    rngs = {NOISE: jax.random.key(0)}
     variables = stack.init({"params": jax.random.key(1), **rngs}, x)
     variables = {k: v for k, v in variables.items() if k != DIAGNOSTICS}
     (z, _), state = stack.apply(variables, x, rngs=rngs, mutable=[DIAGNOSTICS])
