@@ -41,6 +41,9 @@ SURJECTIONS = {
     "absolute_vector": (lambda: jb.AbsoluteValue(), (4,)),
     "absolute_image": (lambda: jb.AbsoluteValue(event_ndims=3), (4, 4, 2)),
     "chain_actnorm_absolute": (lambda: jb.Chain([jb.ActNorm(), jb.AbsoluteValue()]), (4,)),
+    "max_pool": (lambda: jb.MaxPool2d(hidden=4), (4, 4, 2)),
+    "slice_vector": (lambda: jb.Slice(keep=2, hidden=(8,)), (4,)),
+    "slice_image": (lambda: jb.Slice(keep=1, event_ndims=3, hidden=4), (4, 4, 2)),
 }
 
 
@@ -136,12 +139,19 @@ class StochasticCase(NamedTuple):
 
 STOCHASTIC = {
     "dequantization": StochasticCase(lambda: jb.UniformDequantization(levels=LEVELS), (4, 4, 2)),
+    "variational_dequantization": StochasticCase(
+        lambda: jb.VariationalDequantization(levels=LEVELS, hidden=4, n_couplings=2), (4, 4, 2)),
     "chain_dequantization_scaling": StochasticCase(
         lambda: jb.Chain(jm.image_preprocessing(LEVELS, logit_alpha=0.05)), (4, 4, 2)),
     "model_glow_digits": StochasticCase(
         lambda: jm.glow(DIGITS, levels=2, steps=1, hidden=4,
                         preprocessing=jm.image_preprocessing(LEVELS),
                         dtype="float64" if X64 else "float32"), DIGITS, slow=True),
+    "augment_vector": StochasticCase(
+        lambda: jb.Augment(features=2, hidden=(8,)), (3,), data="real", stream=NOISE),
+    "augment_image": StochasticCase(
+        lambda: jb.Augment(features=1, event_ndims=3, hidden=4), (4, 4, 2), data="real",
+        stream=NOISE),
 }
 
 

@@ -2,6 +2,7 @@
 
 from jflows.bijectors.absolute import AbsoluteValue
 from jflows.bijectors.actnorm import ActNorm
+from jflows.bijectors.augment import Augment
 from jflows.bijectors.base import Bijector, Estimate, Kind, Layer, require_rng
 from jflows.bijectors.chain import Chain, Inverse
 from jflows.bijectors.conditioners import MLP, ConvNet
@@ -15,15 +16,19 @@ from jflows.bijectors.invconv import InvertibleConv1x1
 from jflows.bijectors.lipschitz_nets import LipschitzCNN, LipschitzMLP
 from jflows.bijectors.logit import Logit
 from jflows.bijectors.masks import make_mask
+from jflows.bijectors.max_pool import MaxPool2d
 from jflows.bijectors.permutation import Permute, Reverse
 from jflows.bijectors.reshape import Reshape
 from jflows.bijectors.residual import InverseNotConvergedError, ResidualBlock
+from jflows.bijectors.slice import Slice
 from jflows.bijectors.squeeze import Squeeze
 from jflows.bijectors.stack import Stack
+from jflows.bijectors.variational_dequantization import VariationalDequantization
 
 __all__ = [
     "AbsoluteValue",
     "ActNorm",
+    "Augment",
     "Bijector",
     "Chain",
     "ConditionalBernoulli",
@@ -44,14 +49,17 @@ __all__ = [
     "Logit",
     "MLP",
     "MaskedCoupling",
+    "MaxPool2d",
     "Permute",
     "Reshape",
     "ResidualBlock",
     "Reverse",
+    "Slice",
     "SplitCoupling",
     "Squeeze",
     "Stack",
     "UniformDequantization",
+    "VariationalDequantization",
     "make_mask",
     "require_rng",
 ]
