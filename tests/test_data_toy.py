@@ -46,7 +46,20 @@ def test_names():
         "rings",
         "circles",
         "swissroll",
+        "reflected-moons",
     )
+
+
+def test_reflected_moons_is_symmetric_under_every_coordinate_flip():
+    x = sample_toy("reflected-moons", 40000, seed=0)
+    quadrant = (x[:, 0] > 0).astype(int) * 2 + (x[:, 1] > 0)
+    counts = np.bincount(quadrant, minlength=4) / len(x)
+    assert np.all(np.abs(counts - 0.25) < _binomial_bound(0.25, len(x)))
+    a = np.abs(x[quadrant == 3])  # |x| has the same distribution in every quadrant
+    for q in range(3):
+        b = np.abs(x[quadrant == q])
+        stderr = 2 * a.std(0).max() / math.sqrt(len(b))
+        np.testing.assert_allclose(b.mean(0), a.mean(0), atol=4 * stderr)
 
 
 @pytest.mark.parametrize("name", TOY_DENSITIES)

@@ -1,4 +1,8 @@
-"""The eight toy 2-D densities of the FFJORD / Residual Flows benchmarks, seeded and exact-size.
+"""The eight toy 2-D densities of the FFJORD / Residual Flows benchmarks, and a symmetric one.
+
+All are seeded and exact-size. ``reflected-moons`` (two moons reflected into all four
+quadrants) is symmetric under every coordinate flip: the test case of the absolute-value
+surjection.
 
 The recipes are those of the Residual Flows code (``resflows/toy_data.py``, spec section 7), with
 three deliberate differences:
@@ -117,6 +121,16 @@ def _checkerboard(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.stack([x1, x2], axis=1) * 2.0
 
 
+def _reflected_moons(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Two moons in the positive quadrant, each coordinate's sign then flipped at random.
+
+    Eight moons: a density with ``p(x) = p(|x|)`` under every coordinate flip.
+    """
+    x = make_moons(n, noise=0.1, random_state=_sklearn_seed(rng))[0]
+    x = (x + np.array([1.3, 0.8])) * 1.2
+    return x * rng.choice(np.array([-1.0, 1.0]), size=x.shape)
+
+
 _GENERATORS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "moons": _moons,
     "8gaussians": _eight_gaussians,
@@ -126,6 +140,7 @@ _GENERATORS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "rings": _rings,
     "circles": _circles,
     "swissroll": _swissroll,
+    "reflected-moons": _reflected_moons,
 }
 
 TOY_DENSITIES: tuple[str, ...] = tuple(_GENERATORS)
