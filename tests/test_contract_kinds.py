@@ -44,6 +44,10 @@ SURJECTIONS = {
     "max_pool": (lambda: jb.MaxPool2d(hidden=4), (4, 4, 2)),
     "slice_vector": (lambda: jb.Slice(keep=2, hidden=(8,)), (4,)),
     "slice_image": (lambda: jb.Slice(keep=1, event_ndims=3, hidden=4), (4, 4, 2)),
+    "absolute_learned": (lambda: jb.AbsoluteValue(learned_signs=True, hidden=(8,)), (4,)),
+    "absolute_learned_image": (
+        lambda: jb.AbsoluteValue(event_ndims=3, learned_signs=True, hidden=4), (4, 4, 2)),
+    "sort": (lambda: jb.Sort(), (5,)),
 }
 
 
@@ -152,6 +156,8 @@ STOCHASTIC = {
     "augment_image": StochasticCase(
         lambda: jb.Augment(features=1, event_ndims=3, hidden=4), (4, 4, 2), data="real",
         stream=NOISE),
+    "stochastic_permutation": StochasticCase(
+        lambda: jb.StochasticPermutation(), (5,), data="real", stream=NOISE),
 }
 
 

@@ -21,6 +21,7 @@ from jflows.bijectors.permutation import Permute, Reverse
 from jflows.bijectors.reshape import Reshape
 from jflows.bijectors.residual import InverseNotConvergedError, ResidualBlock
 from jflows.bijectors.slice import Slice
+from jflows.bijectors.sort import Sort, StochasticPermutation
 from jflows.bijectors.squeeze import Squeeze
 from jflows.bijectors.stack import Stack
 from jflows.bijectors.variational_dequantization import VariationalDequantization
@@ -55,9 +56,11 @@ __all__ = [
     "ResidualBlock",
     "Reverse",
     "Slice",
+    "Sort",
     "SplitCoupling",
     "Squeeze",
     "Stack",
+    "StochasticPermutation",
     "UniformDequantization",
     "VariationalDequantization",
     "make_mask",
