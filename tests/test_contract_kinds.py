@@ -28,6 +28,7 @@ from jflows.names import DEQUANT, DIAGNOSTICS, LOGDET, NOISE, SAMPLE
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = jnp.float64 if X64 else jnp.float32
 TOL = 1e-9 if X64 else 2e-5
+MODEL_DTYPE = "float64" if X64 else "float32"
 
 
 def _init_apply(module, x, rngs, method="forward_and_log_det"):
@@ -41,6 +42,10 @@ SURJECTIONS = {
     "absolute_vector": (lambda: jb.AbsoluteValue(), (4,)),
     "absolute_image": (lambda: jb.AbsoluteValue(event_ndims=3), (4, 4, 2)),
     "chain_actnorm_absolute": (lambda: jb.Chain([jb.ActNorm(), jb.AbsoluteValue()]), (4,)),
+    "model_absolute": (lambda: jm.absolute((4,), n_couplings=2, hidden=(8,), sign_hidden=(4,),
+                                           dtype=MODEL_DTYPE), (4,)),
+    "model_maxpool": (lambda: jm.maxpool((8, 8, 1), levels=2, steps=1, hidden=4, pool_hidden=4,
+                                         dtype=MODEL_DTYPE), (8, 8, 1)),
     "max_pool": (lambda: jb.MaxPool2d(hidden=4), (4, 4, 2)),
     "slice_vector": (lambda: jb.Slice(keep=2, hidden=(8,)), (4,)),
     "slice_image": (lambda: jb.Slice(keep=1, event_ndims=3, hidden=4), (4, 4, 2)),
@@ -71,7 +76,8 @@ def test_inference_surjection_declarations(surjection):
 def test_inference_surjection_forward_is_deterministic(surjection):
     module, variables, fwd, x = surjection
     z1, c1 = fwd(x)  # no RNG stream needed in the data-to-latent direction
-    z2, c2 = module.apply(variables, x, rngs={SAMPLE: jax.random.key(9)})
+    z2, c2 = module.apply(variables, x, method="forward_and_log_det",
+                          rngs={SAMPLE: jax.random.key(9)})
     np.testing.assert_array_equal(z1, z2)
     np.testing.assert_array_equal(c1, c2)
     zj, cj = jax.jit(fwd)(x)
@@ -147,6 +153,13 @@ STOCHASTIC = {
         lambda: jb.VariationalDequantization(levels=LEVELS, hidden=4, n_couplings=2), (4, 4, 2)),
     "chain_dequantization_scaling": StochasticCase(
         lambda: jb.Chain(jm.image_preprocessing(LEVELS, logit_alpha=0.05)), (4, 4, 2)),
+    "model_augmented": StochasticCase(
+        lambda: jm.augmented((3,), augment=2, n_couplings=2, hidden=(8,), q_hidden=(4,),
+                             dtype=MODEL_DTYPE), (3,), data="real", stream=NOISE),
+    "model_glow_variational": StochasticCase(
+        lambda: jm.glow(DIGITS, levels=2, steps=1, hidden=4, dtype=MODEL_DTYPE,
+                        preprocessing=jm.image_preprocessing(LEVELS, dequantization="variational")),
+        DIGITS, slow=True),
     "model_glow_digits": StochasticCase(
         lambda: jm.glow(DIGITS, levels=2, steps=1, hidden=4,
                         preprocessing=jm.image_preprocessing(LEVELS),
@@ -159,6 +172,15 @@ STOCHASTIC = {
     "stochastic_permutation": StochasticCase(
         lambda: jb.StochasticPermutation(), (5,), data="real", stream=NOISE),
 }
+
+
+def _perturbed(variables, scale=0.1):
+    """Every parameter moved by ``N(0, scale^2)`` noise (the other collections kept)."""
+    params = variables.get("params", {})
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(42), max(len(leaves), 1))
+    moved = [a + scale * jax.random.normal(k, a.shape, a.dtype) for a, k in zip(leaves, keys)]
+    return {**variables, "params": jax.tree.unflatten(tree, moved)} if leaves else variables
 
 
 def _levels(shape, batch=3, seed=4):
@@ -181,6 +203,7 @@ def stochastic(request):
     method = "log_prob" if isinstance(module, jm.Flow) else "forward_and_log_det"
     variables = module.init({"params": jax.random.key(0), case.stream: jax.random.key(1)}, k,
                             method=method)
+    variables = _perturbed(variables)  # zero-initialised conditionals make some bounds tight
 
     def call(x, key):
         return module.apply(variables, x, method=method, rngs={case.stream: key})

@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--logit-alpha", type=float, help="logit pre-processing of images")
     train.add_argument(
+        "--dequantization", choices=("uniform", "variational"),
+        help="dequantization of images: uniform noise (default) or Flow++'s variational "
+        "noise from a learned conditional flow",
+    )
+    train.add_argument(
         "--opt", action="append", metavar="KEY=VALUE",
         help="model option, a Python literal or a string (see `jflows models MODEL`)",
     )
@@ -203,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True,
         help="built-in data name (scores its test split, as training did) or a .npy path "
         "(scores every row of the file, also when it is the run's own training file)",
+    )
+    evaluate.add_argument(
+        "--iw", type=positive_int, default=1, metavar="K",
+        help="importance samples per example: with a stochastic layer (dequantization, "
+        "augmentation) the NLL is then the negative IWBO with K samples, a tighter bound than "
+        "the default one-sample ELBO (K=1); exact models ignore it",
     )
     _add_eval_options(evaluate)
     sample = sub.add_parser("sample", help="draw samples from a trained run")

@@ -13,6 +13,7 @@ import os
 import jax
 import numpy as np
 
+from jflows.bijectors import Kind
 from jflows.cli.arguments import parse_options
 from jflows.errors import ConfigError, DataError, JflowsError, TrainingDivergedError
 from jflows.training import evaluate_nll, load_run, make_eval_step
@@ -68,7 +69,8 @@ def _train_settings(args) -> dict:
     """The settings a ``jflows train`` command line gives (None: the run's or the default)."""
     return {
         "model": args.model, "data": args.data, "levels": args.levels,
-        "logit_alpha": args.logit_alpha, "seed": args.seed, "batch_size": args.batch_size,
+        "logit_alpha": args.logit_alpha, "dequantization": args.dequantization,
+        "seed": args.seed, "batch_size": args.batch_size,
         "n_bits": args.n_bits, "temperature": args.temperature, "lr": args.lr,
         "options": parse_options(args.opt) if args.opt else None, "steps": args.steps,
         "eval_every": args.eval_every, "checkpoint_every": args.checkpoint_every,
@@ -143,18 +145,27 @@ def cmd_eval(args) -> int:
     x = data_for_run(args.data, config, args.run)
     run = load_run(args.run, _eval_overrides(args))
     image = config["kind"] == "image"
-    eval_step = make_eval_step(run.eval_model)
-    nll = evaluate_nll(eval_step, run.state, x, config["eval_batch_size"])
+    samples = args.iw if run.eval_model.kind == Kind.STOCHASTIC else 1
+    if samples != args.iw:
+        print(f"--iw {args.iw}: this model has no stochastic layer, so its NLL is "
+              f"{likelihood_name(estimate_of(run.eval_model))} without importance sampling")
+    eval_step = make_eval_step(run.eval_model, samples=samples)
+    batch_size = max(1, config["eval_batch_size"] // samples)  # K copies per row in memory
+    nll = evaluate_nll(eval_step, run.state, x, batch_size)
     estimate = estimate_of(run.eval_model)
     record = {
         **labelled(summarize_nll(nll, x[0].size, image), None, estimate),
         "likelihood": likelihood_name(estimate),
+        "iw_samples": samples,
         "data": args.data,
         "n": len(x),
         "step": int(run.state.step),
     }
     write_json(os.path.join(args.run, "eval.json"), record)
-    line = f"{describe(None, 'nll', record)} {read_figure(record, None, 'nll'):.4f} nats"
+    what = describe(None, "nll", record)
+    if samples > 1:
+        what = f"{what[:-1]}, IWBO K={samples})"
+    line = f"{what} {read_figure(record, None, 'nll'):.4f} nats"
     if image:
         line += f", {read_figure(record, None, 'bits_per_dim'):.4f} bits/dim"
     print(f"{line} on {len(x)} rows of {args.data}{_own_file_note(args.data, config)}")

@@ -1,5 +1,7 @@
 """Flows and model factories."""
 
+from jflows.models.absolute import absolute
+from jflows.models.augmented import augmented
 from jflows.models.bases import DiagonalGaussian, StandardNormal
 from jflows.models.checked import checked_apply
 from jflows.models.diagnostics import ResidualReport, residual_diagnostics
@@ -7,6 +9,7 @@ from jflows.models.distrax_adapter import FlowBijector, to_distrax
 from jflows.models.flow import Flow
 from jflows.models.glow import glow
 from jflows.models.likelihood import LogLikelihood
+from jflows.models.maxpool import maxpool
 from jflows.models.nice import nice
 from jflows.models.preprocessing import image_preprocessing, vector_preprocessing
 from jflows.models.realnvp import realnvp
@@ -18,6 +21,9 @@ MODELS = {
     "glow": glow,
     "iresnet": iresnet,
     "resflow": resflow,
+    "absolute": absolute,
+    "augmented": augmented,
+    "maxpool": maxpool,
 }
 
 __all__ = [
@@ -28,10 +34,13 @@ __all__ = [
     "FlowBijector",
     "LogLikelihood",
     "StandardNormal",
+    "absolute",
+    "augmented",
     "checked_apply",
     "glow",
     "image_preprocessing",
     "iresnet",
+    "maxpool",
     "nice",
     "realnvp",
     "residual_diagnostics",

@@ -77,13 +77,19 @@ def assemble_flow(
     base: str = "standard",
     dtype: str = "float32",
     context_shape: Sequence[int] | None = None,
+    latent_shape: Sequence[int] | None = None,
 ) -> Flow:
-    """``Flow(Chain([*preprocessing, *layers]), base, dtype)`` with ``base`` by name."""
+    """``Flow(Chain([*preprocessing, *layers]), base, dtype)`` with ``base`` by name.
+
+    ``latent_shape`` is the base's event shape when the layers change the shape (surjections);
+    by default the data's.
+    """
     shape = tuple(int(s) for s in event_shape)
+    latent = shape if latent_shape is None else tuple(int(s) for s in latent_shape)
     if base == "standard":
-        base_module = StandardNormal(shape, dtype=dtype)
+        base_module = StandardNormal(latent, dtype=dtype)
     elif base == "diagonal":
-        base_module = DiagonalGaussian(shape, dtype=dtype)
+        base_module = DiagonalGaussian(latent, dtype=dtype)
     else:
         raise ConfigError(f"unknown base {base!r}; choose one of {BASES}")
     context = None if context_shape is None else tuple(int(s) for s in context_shape)

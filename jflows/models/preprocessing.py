@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from jflows.bijectors import FixedAffine, Layer, Logit, UniformDequantization
+from jflows.bijectors import (
+    FixedAffine,
+    Layer,
+    Logit,
+    UniformDequantization,
+    VariationalDequantization,
+)
 from jflows.errors import ConfigError
 
 
@@ -31,13 +37,21 @@ def vector_preprocessing(mean: Sequence[float], std: Sequence[float]) -> list[La
     ]
 
 
-def image_preprocessing(levels: int, logit_alpha: float | None = None) -> list[Layer]:
-    """Uniform dequantization, scaling to ``[0, 1)``, then an optional logit transform.
+DEQUANTIZATIONS = ("uniform", "variational")
+
+
+def image_preprocessing(
+    levels: int, logit_alpha: float | None = None, dequantization: str = "uniform"
+) -> list[Layer]:
+    """Dequantization, scaling to ``[0, 1)``, then an optional logit transform.
 
     The model takes the integer levels ``k`` themselves: the first layer draws
-    ``x = k + u``, ``u ~ U[0, 1)`` (:class:`~jflows.bijectors.UniformDequantization`, stream
-    ``dequant``; a stochastic layer, so ``log_prob`` is a lower bound and its figures are
-    labelled ``..._bound``), which lies in ``[0, levels)``. The scaling contributes
+    ``x = k + u`` with ``u ~ U[0, 1)`` (``dequantization="uniform"``,
+    :class:`~jflows.bijectors.UniformDequantization`) or ``u ~ q(u | k)`` from a learned
+    conditional flow (``"variational"``, Flow++'s
+    :class:`~jflows.bijectors.VariationalDequantization`, contribution ``-log q(u | k)``);
+    either is a stochastic layer (stream ``dequant``), so ``log_prob`` is a lower bound and
+    its figures are labelled ``..._bound``. ``x`` lies in ``[0, levels)``. The scaling contributes
     ``-D log(levels)`` to the log-density, so the model's NLL is the (dequantized) NLL of the
     integer data, and bits/dim is ``NLL / (D ln 2)``.
 
@@ -47,8 +61,16 @@ def image_preprocessing(levels: int, logit_alpha: float | None = None) -> list[L
     """
     if levels < 2:
         raise ConfigError(f"images need at least 2 levels, got {levels}")
+    if dequantization not in DEQUANTIZATIONS:
+        raise ConfigError(
+            f"dequantization must be one of {DEQUANTIZATIONS}, got {dequantization!r}"
+        )
+    if dequantization == "variational":
+        dequantizer: Layer = VariationalDequantization(levels=levels)
+    else:
+        dequantizer = UniformDequantization(event_ndims=3, levels=levels)
     layers: list[Layer] = [
-        UniformDequantization(event_ndims=3, levels=levels),
+        dequantizer,
         FixedAffine(scale=1.0 / levels, event_ndims=3),
     ]
     if logit_alpha is not None:

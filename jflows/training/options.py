@@ -24,8 +24,9 @@ RESERVED_OPTIONS = ("event_shape", "preprocessing", "training", "context_shape")
 """Factory arguments that a run sets itself and that ``--opt`` may not override."""
 
 GLOSSARY: dict[str, str] = {
-    "actnorm": "ActNorm layers (before every coupling; around the residual blocks)",
     "activation": "activation of the residual branches (1-Lipschitz)",
+    "actnorm": "ActNorm layers (before every coupling; around the residual blocks)",
+    "augment": "dimensions appended to each vector and drawn from q(a | x) (augmented flows)",
     "base": "base distribution: standard normal or a learned diagonal Gaussian",
     "coeff": "Lipschitz coefficient of each layer of a residual branch, in (0, 1)",
     "conv_hidden": "channels of the convolutional conditioners (images)",
@@ -42,6 +43,7 @@ GLOSSARY: dict[str, str] = {
     "inverse_rtol": "relative tolerance of the fixed-point inverse (evaluation-time)",
     "last_init_scale": "factor on the initial weights of each branch's last layer",
     "learned_prior": "learned conditional and top priors (else N(0, I))",
+    "learned_signs": "learn the sign probability given |x| (else fair coins)",
     "levels": "number of scales L (glow)",
     "logdet": "training log-det estimator: roulette (unbiased), series or exact",
     "lu": "LU-parameterised 1x1 convolutions",
@@ -54,9 +56,12 @@ GLOSSARY: dict[str, str] = {
     "n_scales": "number of scales (residual flows on images)",
     "n_terms": "terms of the truncated log-det series (training)",
     "on_nonconvergence": "what a non-converged inverse does: raise, nan or ignore",
+    "pool_hidden": "channels of each max-pool's conditional network",
     "power_iterations": "power iterations per training step (spectral normalisation)",
+    "q_hidden": "MLP widths of the augmentation's q(a | x)",
     "remat_surrogate": "recompute the Neumann surrogate in the backward pass (memory)",
     "scale_map": "parameterisation of the coupling scales",
+    "sign_hidden": "MLP widths of the learned sign probability",
     "steps": "Glow steps per scale K",
     "tail": "distribution of the number of random log-det terms",
     "unroll": "blocks per iteration of the nn.scan loops (True: all)",

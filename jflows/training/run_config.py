@@ -6,7 +6,8 @@ A :class:`RunConfig` has three parts, each a typed field group:
   (converted to the factory's types by :func:`jflows.training.options.coerce_options`);
 * **data and pre-processing**: the data spec and what was read from it (``data``,
   ``data_name``, ``kind``, ``event_shape``, ``levels``, ``data_levels``, ``n_bits``), the
-  pre-processing numbers (``mean``/``std`` of vectors, ``logit_alpha`` of images) and the
+  pre-processing numbers (``mean``/``std`` of vectors, ``logit_alpha`` and
+  ``dequantization`` of images; None means uniform, as runs before it used) and the
   splits (``test_fraction``, ``n_train``, ``n_test``, ``n_val``, ``val_fraction``,
   ``split_seed``);
 * **training**: ``seed``, ``steps``, ``batch_size``, the optimizer (``lr``, ``schedule``,
@@ -66,6 +67,7 @@ class RunConfig(Mapping):
     data_levels: int | None = None
     n_bits: int | None = None
     logit_alpha: float | None = None
+    dequantization: Literal["uniform", "variational"] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     test_fraction: float = 0.1

@@ -75,7 +75,9 @@ def build_model(config: RunConfig, *, training: bool = True) -> nn.Module:
     if config["kind"] == "vector":
         pre = vector_preprocessing(config["mean"], config["std"])
     else:
-        pre = image_preprocessing(config["levels"], config["logit_alpha"])
+        pre = image_preprocessing(
+            config["levels"], config["logit_alpha"], config.get("dequantization") or "uniform"
+        )
     factory = MODELS[config["model"]]
     shape = tuple(config["event_shape"])
     return factory(shape, preprocessing=pre, training=training, **options)

@@ -53,15 +53,17 @@ from jflows.training.validation import (
 )
 
 SETTINGS = (
-    "model", "data", "options", "levels", "n_bits", "logit_alpha", "seed", "batch_size", "lr",
-    "steps", "eval_every", "checkpoint_every", "eval_batch_size", "temperature", "schedule",
-    "warmup_steps", "grad_clip", "weight_decay", "val_fraction", "patience", "test_fraction",
+    "model", "data", "options", "levels", "n_bits", "logit_alpha", "dequantization", "seed",
+    "batch_size", "lr", "steps", "eval_every", "checkpoint_every", "eval_batch_size",
+    "temperature", "schedule", "warmup_steps", "grad_clip", "weight_decay", "val_fraction",
+    "patience", "test_fraction",
 )
 """The settings :func:`make_run_config` takes (None or absent: the run's or the default)."""
 
 IDENTITY = (
-    "model", "data", "options", "levels", "n_bits", "logit_alpha", "seed", "batch_size", "lr",
-    "schedule", "warmup_steps", "grad_clip", "weight_decay", "val_fraction", "test_fraction",
+    "model", "data", "options", "levels", "n_bits", "logit_alpha", "dequantization", "seed",
+    "batch_size", "lr", "schedule", "warmup_steps", "grad_clip", "weight_decay", "val_fraction",
+    "test_fraction",
 )
 """Settings a resumed run must share with the run in its directory."""
 
@@ -147,6 +149,13 @@ def make_run_config(settings: dict[str, Any]) -> tuple[RunConfig, Dataset]:
         data_name=dataset.name, kind=kind, event_shape=list(dataset.event_shape),
         levels=dataset.levels, jflows_version=__version__, version=CONFIG_VERSION, **sizes,
     )
+    if kind == "vector" and config.get("dequantization") is not None:
+        raise ConfigError(
+            f"--dequantization {config['dequantization']} only applies to image data, but "
+            f"{spec!r} holds vectors; drop the option"
+        )
+    if kind == "image" and config.get("dequantization") is None:
+        config["dequantization"] = "uniform"
     if kind == "vector" and config["logit_alpha"] is not None:
         raise ConfigError(
             f"--logit-alpha {config['logit_alpha']} only applies to image data, but "
@@ -181,6 +190,8 @@ def check_resume(config: RunConfig, stored: RunConfig, out_dir) -> None:
         if key == "options":
             a = {k: v for k, v in (a or {}).items() if k not in EVAL_OPTIONS}
             b = {k: v for k, v in (b or {}).items() if k not in EVAL_OPTIONS}
+        if key == "dequantization":  # runs before the setting dequantized uniformly
+            a, b = a or "uniform", b or "uniform"
         return a == b
 
     clash = [k for k in IDENTITY if k in stored and not same(k)]

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from jflows.errors import ConfigError
 from jflows.names import CONSTANTS, LIPSCHITZ, PARAMS
 from jflows.training.parallel import batch_sharding, make_mesh, replicated_sharding
 from jflows.training.state import TrainState, stream_keys
@@ -169,23 +170,39 @@ def make_train_step(
     return _jit_on_mesh(fn, mesh, lambda rep: (rep, rep), donate_argnums=0)
 
 
-def eval_step_fn(model: nn.Module) -> EvalStep:
+def eval_step_fn(model: nn.Module, samples: int = 1) -> EvalStep:
     """The pure (un-jitted) per-example NLL behind :func:`make_eval_step`."""
+    if samples != 1:
+        check_iw_samples(model, samples)
+
+    def score(module, x):
+        return module.log_prob(x) if samples == 1 else module.iwbo(x, samples)
 
     def eval_step(state: TrainState, batch: jax.Array, key: jax.Array) -> jax.Array:
         x, rngs = batch, _rngs(model, key)
         if LIPSCHITZ in state.collections:
             log_prob, _ = model.apply(
-                state.variables(), x, method="log_prob", rngs=rngs, mutable=[LIPSCHITZ]
+                state.variables(), x, method=score, rngs=rngs, mutable=[LIPSCHITZ]
             )
         else:
-            log_prob = model.apply(state.variables(), x, method="log_prob", rngs=rngs)
+            log_prob = model.apply(state.variables(), x, method=score, rngs=rngs)
         return -log_prob
 
     return eval_step
 
 
-def make_eval_step(model: nn.Module, mesh: Mesh | None = None) -> EvalStep:
+def check_iw_samples(model: nn.Module, samples: int) -> None:
+    """Raises ConfigError unless ``samples`` is a positive int and ``model`` has ``iwbo``."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ConfigError(f"importance samples must be an int >= 1, got {samples!r}")
+    if not hasattr(model, "iwbo"):
+        raise ConfigError(
+            f"{type(model).__name__} has no iwbo method; importance-weighted evaluation "
+            "(samples > 1) needs a jflows.models.Flow"
+        )
+
+
+def make_eval_step(model: nn.Module, mesh: Mesh | None = None, samples: int = 1) -> EvalStep:
     """Builds the jitted per-example NLL of ``model`` (nats), without changing the state.
 
     With a ``lipschitz`` collection the model is applied with it mutable, so the spectral
@@ -197,6 +214,9 @@ def make_eval_step(model: nn.Module, mesh: Mesh | None = None) -> EvalStep:
         model: the evaluation-mode model (built with ``training=False``); it shares the
             training model's parameters.
         mesh: as for :func:`make_train_step`; the batch is split over it.
+        samples: ``K`` importance samples per example: the NLL is then the negative IWBO
+            (:meth:`jflows.models.Flow.iwbo`; ``K`` copies of the batch in one call), a
+            tighter bound than the one-draw ELBO for models with stochastic layers.
 
     Returns:
         ``eval_step(state, batch, key) -> nll`` with ``nll`` of shape ``(batch_size,)``,
@@ -210,7 +230,7 @@ def make_eval_step(model: nn.Module, mesh: Mesh | None = None) -> EvalStep:
         >>> nll.shape
         (500,)
     """
-    return _jit_on_mesh(eval_step_fn(model), mesh, lambda rep: rep)
+    return _jit_on_mesh(eval_step_fn(model, samples), mesh, lambda rep: rep)
 
 
 def lipschitz_refresh_fn(model: nn.Module):
