@@ -83,7 +83,6 @@ def train(args: list[str], out: str) -> dict:
     with open(os.path.join(out, "metrics.json")) as f:
         metrics = json.load(f)
     metrics["seconds"] = time.perf_counter() - started
-    metrics["command"] = " ".join(["jflows", "train", *args])
     return metrics
 
 
@@ -117,9 +116,9 @@ def main() -> None:
     for seed in args.seeds:
         for name, variant in study["variants"].items():
             out = os.path.join(work, f"{name.replace(' ', '_').replace(',', '')}_seed{seed}")
-            run_args = [*variant, "--data", study["data"], "--steps", str(steps),
-                        "--seed", str(seed)]
-            metrics = train(run_args, out)
+            run_args = [*variant, "--data", study["data"], "--steps", str(steps)]
+            metrics = train([*run_args, "--seed", str(seed)], out)
+            metrics["command"] = " ".join(["jflows", "train", *run_args])
             metrics["params"] = parameter_count(out)
             results[name].append(metrics)
             print(f"seed {seed}  {name:26s} {figure} {metrics[figure]:.4f}  "
