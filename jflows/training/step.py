@@ -170,8 +170,14 @@ def make_train_step(
     return _jit_on_mesh(fn, mesh, lambda rep: (rep, rep), donate_argnums=0)
 
 
-def eval_step_fn(model: nn.Module, samples: int = 1) -> EvalStep:
-    """The pure (un-jitted) per-example NLL behind :func:`make_eval_step`."""
+def eval_step_fn(
+    model: nn.Module, samples: int = 1, *, axis_name: str | None = None
+) -> EvalStep:
+    """The pure (un-jitted) per-example NLL behind :func:`make_eval_step` and the pmap step.
+
+    With ``axis_name`` (under ``jax.pmap``) every replica folds its index into the key, so
+    each replica's stochastic layers draw their own noise, as in :func:`train_step_fn`.
+    """
     if samples != 1:
         check_iw_samples(model, samples)
 
@@ -179,7 +185,7 @@ def eval_step_fn(model: nn.Module, samples: int = 1) -> EvalStep:
         return module.log_prob(x) if samples == 1 else module.iwbo(x, samples)
 
     def eval_step(state: TrainState, batch: jax.Array, key: jax.Array) -> jax.Array:
-        x, rngs = batch, _rngs(model, key)
+        x, rngs = batch, _rngs(model, key, axis_name)
         if LIPSCHITZ in state.collections:
             log_prob, _ = model.apply(
                 state.variables(), x, method=score, rngs=rngs, mutable=[LIPSCHITZ]
