@@ -142,3 +142,13 @@ CASES += [
     Case("model_iresnet_image", lambda: jm.iresnet(
         IMG, n_blocks=1, hidden=4, exact_max_dims=64, training=False, dtype=DT), IMG, perturb=0.05),
 ]
+
+MINT = functools.partial(jb.MintLayer, hidden=4)
+
+CASES += [
+    Case("mint_lower", lambda: MINT(), IMG, perturb=0.05),
+    Case("mint_upper_leaky_relu", lambda: MINT(upper=True, activation="leaky_relu"), IMG,
+         perturb=0.05),
+    Case("model_mintnet_small", lambda: jm.mintnet(
+        IMG, stages=2, layers_per_stage=1, hidden=4, dtype=DT), IMG, perturb=0.05),
+]

@@ -28,6 +28,7 @@ SMALL = {
     "absolute": ((4,), dict(n_couplings=2, hidden=(8,), sign_hidden=(4,))),
     "augmented": ((3,), dict(augment=2, n_couplings=2, hidden=(8,), q_hidden=(4,))),
     "maxpool": ((8, 8, 1), dict(levels=2, steps=1, hidden=4, pool_hidden=4)),
+    "mintnet": ((4, 4, 2), dict(stages=2, layers_per_stage=1, hidden=4)),
 }
 
 

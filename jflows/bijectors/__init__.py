@@ -17,6 +17,7 @@ from jflows.bijectors.lipschitz_nets import LipschitzCNN, LipschitzMLP
 from jflows.bijectors.logit import Logit
 from jflows.bijectors.masks import make_mask
 from jflows.bijectors.max_pool import MaxPool2d
+from jflows.bijectors.mint import MintLayer
 from jflows.bijectors.permutation import Permute, Reverse
 from jflows.bijectors.reshape import Reshape
 from jflows.bijectors.residual import InverseNotConvergedError, ResidualBlock
@@ -51,6 +52,7 @@ __all__ = [
     "MLP",
     "MaskedCoupling",
     "MaxPool2d",
+    "MintLayer",
     "Permute",
     "Reshape",
     "ResidualBlock",

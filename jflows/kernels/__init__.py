@@ -21,6 +21,14 @@ from jflows.kernels.induced_norms import (
 )
 from jflows.kernels.logdet_exact import event_jacobians, logdet_exact
 from jflows.kernels.logdet_series import SeriesInfo, logdet_estimate, logdet_estimate_with_info
+from jflows.kernels.masked_conv import (
+    MintWeights,
+    center_diagonal,
+    conv_mask,
+    masked_conv,
+    mint_forward,
+    mint_inverse,
+)
 from jflows.kernels.power_series import power_series_terms, truncation_bound
 from jflows.kernels.probes import check_probe, sample_probe
 from jflows.kernels.roulette import check_series_config, draw_n_terms, survival_prob, term_weight
@@ -42,6 +50,7 @@ __all__ = [
     "CLOSED_FORM_PAIRS",
     "FixedPointInfo",
     "InverseNotConvergedError",
+    "MintWeights",
     "SeriesInfo",
     "affine_forward",
     "affine_inverse",
@@ -49,10 +58,12 @@ __all__ = [
     "banach_iterations",
     "batch_shape",
     "check_coeff",
+    "center_diagonal",
     "check_probe",
     "check_series_config",
     "check_solver_config",
     "conv_apply",
+    "conv_mask",
     "conv_operator",
     "conv_output_shape",
     "default_max_iter",
@@ -72,6 +83,9 @@ __all__ = [
     "logit_inverse",
     "masked_affine_forward",
     "masked_affine_inverse",
+    "masked_conv",
+    "mint_forward",
+    "mint_inverse",
     "normalize_codomain",
     "normalize_domain",
     "power_iteration",

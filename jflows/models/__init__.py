@@ -10,6 +10,7 @@ from jflows.models.flow import Flow
 from jflows.models.glow import glow
 from jflows.models.likelihood import LogLikelihood
 from jflows.models.maxpool import maxpool
+from jflows.models.mintnet import mintnet
 from jflows.models.nice import nice
 from jflows.models.preprocessing import image_preprocessing, vector_preprocessing
 from jflows.models.realnvp import realnvp
@@ -24,6 +25,7 @@ MODELS = {
     "absolute": absolute,
     "augmented": augmented,
     "maxpool": maxpool,
+    "mintnet": mintnet,
 }
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "image_preprocessing",
     "iresnet",
     "maxpool",
+    "mintnet",
     "nice",
     "realnvp",
     "residual_diagnostics",

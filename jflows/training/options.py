@@ -24,8 +24,8 @@ RESERVED_OPTIONS = ("event_shape", "preprocessing", "training", "context_shape")
 """Factory arguments that a run sets itself and that ``--opt`` may not override."""
 
 GLOSSARY: dict[str, str] = {
-    "activation": "activation of the residual branches (1-Lipschitz)",
-    "actnorm": "ActNorm layers (before every coupling; around the residual blocks)",
+    "activation": "activation of the residual branches (1-Lipschitz) or Mint layers",
+    "actnorm": "ActNorm layers (before every coupling or Mint pair; around residual blocks)",
     "augment": "dimensions appended to each vector and drawn from q(a | x) (augmented flows)",
     "base": "base distribution: standard normal or a learned diagonal Gaussian",
     "coeff": "Lipschitz coefficient of each layer of a residual branch, in (0, 1)",
@@ -39,9 +39,12 @@ GLOSSARY: dict[str, str] = {
     "gradient": "gradient of the log-det series: Neumann estimator or backprop",
     "hidden": "hidden widths: MLP widths (vectors) or conv channels (images, glow)",
     "inverse_atol": "absolute tolerance of the fixed-point inverse (evaluation-time)",
+    "inverse_damping": "step size in (0, 2) of MintNet's damped fixed-point inverse",
     "inverse_max_iter": "iteration cap of the fixed-point inverse (evaluation-time)",
     "inverse_rtol": "relative tolerance of the fixed-point inverse (evaluation-time)",
+    "kernel_size": "odd kernel size of the masked convolutions",
     "last_init_scale": "factor on the initial weights of each branch's last layer",
+    "layers_per_stage": "lower/upper Mint layer pairs per stage",
     "learned_prior": "learned conditional and top priors (else N(0, I))",
     "learned_signs": "learn the sign probability given |x| (else fair coins)",
     "levels": "number of scales L (glow)",
@@ -62,6 +65,7 @@ GLOSSARY: dict[str, str] = {
     "remat_surrogate": "recompute the Neumann surrogate in the backward pass (memory)",
     "scale_map": "parameterisation of the coupling scales",
     "sign_hidden": "MLP widths of the learned sign probability",
+    "stages": "number of scales, with a squeeze between consecutive ones (mintnet)",
     "steps": "Glow steps per scale K",
     "tail": "distribution of the number of random log-det terms",
     "unroll": "blocks per iteration of the nn.scan loops (True: all)",
