@@ -19,6 +19,12 @@ from jflows.kernels.induced_norms import (
     normalize_codomain,
     normalize_domain,
 )
+from jflows.kernels.local_lipschitz import (
+    LocalLipschitz,
+    local_inverse_lipschitz,
+    local_lipschitz,
+    top_singular_value,
+)
 from jflows.kernels.logdet_exact import event_jacobians, logdet_exact
 from jflows.kernels.logdet_series import SeriesInfo, logdet_estimate, logdet_estimate_with_info
 from jflows.kernels.masked_conv import (
@@ -50,6 +56,7 @@ __all__ = [
     "CLOSED_FORM_PAIRS",
     "FixedPointInfo",
     "InverseNotConvergedError",
+    "LocalLipschitz",
     "MintWeights",
     "SeriesInfo",
     "affine_forward",
@@ -74,6 +81,8 @@ __all__ = [
     "induced_norm_closed_form",
     "induced_power_iteration",
     "lipschitz_scale",
+    "local_inverse_lipschitz",
+    "local_lipschitz",
     "log_scale_from_raw",
     "logdet_estimate",
     "new_adjoint_tap",
@@ -98,6 +107,7 @@ __all__ = [
     "sum_event",
     "survival_prob",
     "term_weight",
+    "top_singular_value",
     "truncation_bound",
     "unsqueeze",
     "zeros_logdet",

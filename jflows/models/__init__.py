@@ -9,6 +9,7 @@ from jflows.models.distrax_adapter import FlowBijector, to_distrax
 from jflows.models.flow import Flow
 from jflows.models.glow import glow
 from jflows.models.likelihood import LogLikelihood
+from jflows.models.lipschitz_report import LipschitzReport, MapLipschitz, bi_lipschitz
 from jflows.models.maxpool import maxpool
 from jflows.models.mintnet import mintnet
 from jflows.models.nice import nice
@@ -34,10 +35,13 @@ __all__ = [
     "DiagonalGaussian",
     "Flow",
     "FlowBijector",
+    "LipschitzReport",
     "LogLikelihood",
+    "MapLipschitz",
     "StandardNormal",
     "absolute",
     "augmented",
+    "bi_lipschitz",
     "checked_apply",
     "glow",
     "image_preprocessing",

@@ -1,0 +1,261 @@
+r"""Bi-Lipschitz diagnostics of any bijective flow: local Lipschitz constants of f and f^-1.
+
+For the data-to-latent map :math:`f` (``Flow.forward``) and its inverse :math:`f^{-1}`
+(``Flow.inverse``), :func:`bi_lipschitz` estimates the local constants
+:math:`\|J_f(x_i)\|_2` and :math:`\|J_{f^{-1}}(z_i)\|_2` at :math:`z_i = f(x_i)` for every data
+point by power iteration (:mod:`jflows.kernels.local_lipschitz`), and summarises them: the
+maximum (an estimate from below of :math:`\mathrm{Lip}(f)` on the data), quantiles, and the
+product :math:`\mathrm{Lip}(f)\,\mathrm{Lip}(f^{-1})`, the bi-Lipschitz constant estimate. A
+flow between supports of different topology needs a large one (the argument of the i-ResNet
+and CIF papers).
+
+**What is measured.** The whole map from the data as the model receives it to the latent,
+pre-processing included (a run's standardisation, the scaling and logit of images), so the
+constants are in the units of the data. Dequantization draws noise and has no Jacobian: for a
+model whose layers start with dequantizers (image runs) the map measured is the bijective rest,
+from the dequantized ``k + u`` to ``z``; integer ``x`` are dequantized first with the model's
+own dequantizer (stream ``dequant`` from ``key``), or pass already dequantized floats with
+``dequantized=True``. Any other non-bijective layer (absolute value, augmentation, max-pool,
+slicing) raises :class:`~jflows.errors.NotBijectiveError`: measure a bijective sub-model.
+
+**Inverses.** Coupling flows' inverses are differentiated directly (forward- and reverse-mode).
+Fixed-point inverses with implicit gradients (residual flows) have no forward-mode derivative;
+``inverse_method="auto"`` then uses :math:`J_{f^{-1}}(f(x)) = J_f(x)^{-1}` at
+:math:`x = f^{-1}(z)` (linear solves, :func:`~jflows.kernels.local_inverse_lipschitz`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jflows.bijectors import Chain, Kind
+from jflows.errors import ConfigError, NotBijectiveError
+from jflows.kernels.local_lipschitz import local_inverse_lipschitz, local_lipschitz
+from jflows.models.flow import Flow
+from jflows.names import DEQUANT
+
+QUANTILES = (0.5, 0.9, 0.99)
+INVERSE_METHODS = ("auto", "direct", "implicit")
+
+
+@dataclasses.dataclass(frozen=True)
+class MapLipschitz:
+    """Local Lipschitz estimates of one map over the points.
+
+    Attributes:
+        values: per-point estimates of the Jacobian's spectral norm, shape ``(n,)``.
+        max: their maximum.
+        quantiles: ``{q: value}`` for the requested quantile levels.
+    """
+
+    values: np.ndarray
+    max: float
+    quantiles: dict[float, float]
+
+    @classmethod
+    def of(cls, values: np.ndarray, levels: Sequence[float]) -> MapLipschitz:
+        values = np.asarray(values, dtype=np.float64)
+        return cls(values, float(values.max()),
+                   {float(q): float(np.quantile(values, q)) for q in levels})
+
+
+@dataclasses.dataclass(frozen=True)
+class LipschitzReport:
+    """What :func:`bi_lipschitz` measured.
+
+    Attributes:
+        forward: estimates for ``f`` at the data points.
+        inverse: estimates for ``f^-1`` at ``z = f(x)``.
+        bi_lipschitz: ``forward.max * inverse.max``.
+        inversion_error: ``max |f^-1(f(x)) - x|`` over the points.
+        inverse_method: ``"direct"`` or ``"implicit"`` (see the module docstring).
+        measured: which map was measured, in words.
+    """
+
+    forward: MapLipschitz
+    inverse: MapLipschitz
+    bi_lipschitz: float
+    inversion_error: float
+    inverse_method: str
+    measured: str
+
+    def figures(self) -> dict[str, Any]:
+        """Flat JSON-ready figures: ``forward_max``, ``forward_q50``, ..., ``bi_lipschitz``."""
+        out: dict[str, Any] = {}
+        for name, part in (("forward", self.forward), ("inverse", self.inverse)):
+            out[f"{name}_max"] = part.max
+            for q, value in part.quantiles.items():
+                out[f"{name}_q{100 * q:g}"] = value
+        out.update(bi_lipschitz=self.bi_lipschitz, inversion_error=self.inversion_error,
+                   points=len(self.forward.values), inverse_method=self.inverse_method,
+                   measured=self.measured)
+        return out
+
+    def summary(self) -> str:
+        """One line: maxima and medians of both maps and their product."""
+        def part(name, p):
+            median = p.quantiles.get(0.5)
+            tail = f" (median {median:.4g})" if median is not None else ""
+            return f"Lip({name}) {p.max:.4g}{tail}"
+
+        return (f"{part('f', self.forward)}, {part('f^-1', self.inverse)}, bi-Lipschitz "
+                f"{self.bi_lipschitz:.4g} over {len(self.forward.values)} points")
+
+
+def _leading_dequantizers(flow: Flow) -> int:
+    """How many leading layers of ``flow`` are dequantizers; raises if the rest is no bijection."""
+    if flow.kind == Kind.BIJECTION:
+        return 0
+    layers = list(flow.bijector.bijectors) if isinstance(flow.bijector, Chain) else []
+    skip = 0
+    while skip < len(layers) and DEQUANT in layers[skip].rng_streams \
+            and layers[skip].kind == Kind.STOCHASTIC:
+        skip += 1
+    rest = layers[skip:]
+    bad = [type(layer).__name__ for layer in rest if layer.kind != Kind.BIJECTION]
+    if skip and not bad:
+        return skip
+    where = f" (its layers {', '.join(bad)})" if bad else ""
+    raise NotBijectiveError(
+        f"bi_lipschitz needs a bijective map, but this flow is a "
+        f"{flow.kind.name.lower().replace('_', ' ')}{where}, so f has no inverse to measure; "
+        f"pass a model built from its bijective layers only (e.g. the flow inside an "
+        f"absolute/augmented/max-pool model, or preprocessing=image_preprocessing(levels)[1:] "
+        f"evaluated on dequantized data)"
+    )
+
+
+def _maps(flow: Flow, skip: int):
+    """Flax methods ``(dequantize, forward, inverse)`` of the measured map."""
+    def cast(a):
+        return a if flow.dtype is None else jnp.asarray(a, flow.dtype)
+
+    if skip == 0:
+        return None, (lambda m, e: m.forward(e)), (lambda m, e: m.inverse(e))
+
+    def dequantize(m, k):
+        x = cast(k)
+        for layer in m.bijector.bijectors[:skip]:
+            x = layer.forward(x)
+        return x
+
+    def forward(m, e):
+        e = cast(e)
+        for layer in m.bijector.bijectors[skip:]:
+            e = layer.forward(e)
+        return e
+
+    def inverse(m, e):
+        e = cast(e)
+        for layer in reversed(m.bijector.bijectors[skip:]):
+            e = layer.inverse(e)
+        return e
+
+    return dequantize, forward, inverse
+
+
+def bi_lipschitz(
+    flow: Flow,
+    variables: dict,
+    x: jax.Array,
+    *,
+    iterations: int = 50,
+    tol: float = 1e-6,
+    key: jax.Array | None = None,
+    quantiles: Sequence[float] = QUANTILES,
+    inverse_method: str = "auto",
+    dequantized: bool = False,
+    batch_size: int = 1000,
+) -> LipschitzReport:
+    r"""Local Lipschitz constants of ``f`` and ``f^-1`` of ``flow`` over the data ``x``.
+
+    Args:
+        flow: a bijective flow (use the evaluation model of residual flows), or one whose
+            layers start with dequantizers (see the module docstring).
+        variables: its variables.
+        x: data points, shape ``(n, *flow.event_shape)``.
+        iterations: power-iteration steps per point (at most).
+        tol: stop a point's iteration once its estimate changes by less than this (relative).
+        key: seeds the start vectors (and the dequantization noise); default ``key(0)``.
+        quantiles: quantile levels reported (in ``[0, 1]``).
+        inverse_method: ``"direct"`` (differentiate ``Flow.inverse``), ``"implicit"``
+            (:math:`J_f(x)^{-1}` by linear solves) or ``"auto"`` (direct where ``Flow.inverse``
+            has a forward-mode derivative, else implicit).
+        dequantized: ``x`` is already dequantized (models with dequantizers only).
+        batch_size: points per compiled call.
+
+    Returns:
+        A :class:`LipschitzReport`.
+
+    Raises:
+        NotBijectiveError: the flow's map (after its dequantizers) is not a bijection.
+
+    Example:
+        >>> flow = jflows.models.realnvp((2,), n_couplings=2, hidden=(8,))
+        >>> x = jax.random.normal(key, (16, 2))
+        >>> report = jflows.models.bi_lipschitz(flow, flow.init(key, x), x)
+        >>> report.bi_lipschitz >= 1.0, sorted(report.forward.quantiles)
+        (True, [0.5, 0.9, 0.99])
+    """
+    if inverse_method not in INVERSE_METHODS:
+        raise ConfigError(f"inverse_method must be one of {INVERSE_METHODS}, got "
+                          f"{inverse_method!r}")
+    if any(not 0 <= q <= 1 for q in quantiles):
+        raise ConfigError(f"quantiles must lie in [0, 1], got {tuple(quantiles)}")
+    skip = _leading_dequantizers(flow)
+    if dequantized and not skip:
+        raise ConfigError("dequantized=True, but this flow has no dequantization layer; drop it")
+    key = jax.random.key(0) if key is None else key
+    key_deq, key_f, key_i = jax.random.split(key, 3)
+    dequantize, forward, inverse = _maps(flow, skip)
+    x = jnp.asarray(x)
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ConfigError(f"bi_lipschitz needs a batch of at least one point, got {x.shape}")
+    if skip and not dequantized:
+        x = flow.apply(variables, x, method=dequantize, rngs={DEQUANT: key_deq})
+    measured = "f: data -> latent" if not skip else "f: dequantized data -> latent"
+
+    def single(method, v):
+        return lambda e: flow.apply(v, e[None], method=method)[0]
+
+    def measure(v, pts, kf, ki, implicit):
+        f_est = local_lipschitz(single(forward, v), pts, kf, iterations=iterations, tol=tol)
+        z = f_est.outputs
+        if implicit:
+            x_back = flow.apply(v, z, method=inverse)
+            i_est = local_inverse_lipschitz(single(forward, v), x_back, ki,
+                                            iterations=iterations, tol=tol)
+        else:
+            i_est = local_lipschitz(single(inverse, v), z, ki, iterations=iterations, tol=tol)
+            x_back = i_est.outputs
+        return f_est.values, i_est.values, jnp.max(jnp.abs(x_back - pts))
+
+    compiled = jax.jit(measure, static_argnums=4)
+    method = inverse_method
+    f_vals, i_vals, errors = [], [], []
+    for start in range(0, x.shape[0], batch_size):
+        args = (variables, x[start : start + batch_size], jax.random.fold_in(key_f, start),
+                jax.random.fold_in(key_i, start))
+        if method == "auto":
+            try:
+                out = compiled(*args, False)
+                method = "direct"
+            except TypeError as err:  # a custom_vjp (implicit-gradient) inverse
+                if "forward-mode" not in str(err):
+                    raise
+                method = "implicit"
+                out = compiled(*args, True)
+        else:
+            out = compiled(*args, method == "implicit")
+        f_vals.append(np.asarray(out[0]))
+        i_vals.append(np.asarray(out[1]))
+        errors.append(float(out[2]))
+    fwd = MapLipschitz.of(np.concatenate(f_vals), quantiles)
+    inv = MapLipschitz.of(np.concatenate(i_vals), quantiles)
+    return LipschitzReport(fwd, inv, fwd.max * inv.max, max(errors), method, measured)

@@ -1,0 +1,189 @@
+"""Bi-Lipschitz diagnostics: power-iteration estimates against exact singular values.
+
+The reference is ``jnp.linalg.svd`` of the full Jacobian (``jax.jacfwd``, or ``jax.jacrev`` for
+fixed-point inverses, which have reverse-mode derivatives only). Model parameters are perturbed
+away from their identity initialisation so the Jacobians have spread singular values.
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import randn
+
+import jflows.models as jm
+from jflows.errors import ConfigError, NotBijectiveError
+from jflows.kernels import local_inverse_lipschitz, local_lipschitz, top_singular_value
+
+DTYPE = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+RTOL = 1e-9 if jnp.float64 == DTYPE else 1e-4
+MODEL_RTOL = 0.01  # the issue's criterion: within 1 % of the exact largest singular value
+
+
+def _singular_values(jacobians):
+    j = np.asarray(jacobians, np.float64)
+    return np.linalg.svd(j.reshape(j.shape[0], -1, j.shape[-1]), compute_uv=False)
+
+
+def _perturbed(variables, seed, scale=0.3):
+    leaves, tree = jax.tree.flatten(variables["params"])
+    rng = np.random.default_rng(seed)
+    noisy = [leaf + scale * rng.standard_normal(leaf.shape).astype(leaf.dtype) for leaf in leaves]
+    return {**variables, "params": jax.tree.unflatten(tree, noisy)}
+
+
+def _exact(flow, variables, points, method, jac=jax.jacfwd):
+    """Largest and smallest singular values of the Jacobian of ``method`` at every point."""
+    def one(e):
+        return jac(lambda a: flow.apply(variables, a[None], method=method)[0].ravel())(e)
+
+    j = jax.jit(jax.vmap(one))(points)
+    s = _singular_values(j.reshape(len(points), j.shape[1], -1))
+    return s[:, 0], s[:, -1]
+
+
+# ---------------------------------------------------------------- kernels (analytic values)
+
+
+@pytest.mark.float64
+def test_kernels_match_svd_of_a_nonlinear_map_on_matrix_events():
+    a = randn(0, (6, 6), DTYPE) + 2 * jnp.eye(6, dtype=DTYPE)
+
+    def fn(e):  # events of shape (2, 3); a smooth bijection near 0 (tanh keeps it invertible)
+        v = e.ravel()
+        return (a @ v + 0.3 * jnp.tanh(v)).reshape(2, 3)
+
+    x = randn(1, (5, 2, 3), DTYPE)
+    jac = jax.vmap(jax.jacfwd(lambda v: fn(v.reshape(2, 3)).ravel()))(x.reshape(5, 6))
+    s = _singular_values(jac)
+    key = jax.random.key(3)
+    est = local_lipschitz(fn, x, key, iterations=2000, tol=0.0)  # until it stops changing
+    np.testing.assert_allclose(est.values, s[:, 0], rtol=RTOL)
+    assert (np.asarray(est.iterations) < 2000).all()
+    inv = local_inverse_lipschitz(fn, x, key, iterations=2000, tol=0.0)
+    np.testing.assert_allclose(inv.values, 1 / s[:, -1], rtol=100 * RTOL)
+
+
+@pytest.mark.float64
+def test_top_singular_value_rectangular_zero_and_tolerance():
+    m = randn(2, (3, 5), DTYPE)
+    sigma, steps = top_singular_value(lambda v: m @ v, lambda u: m.T @ u,
+                                      jnp.ones(5, DTYPE), 5000, 0.0)
+    assert float(sigma) == pytest.approx(float(np.linalg.svd(m, compute_uv=False)[0]), rel=RTOL)
+    _, capped = top_singular_value(lambda v: m @ v, lambda u: m.T @ u, jnp.ones(5, DTYPE), 3, 0.0)
+    assert int(capped) == 3
+    zero, _ = top_singular_value(lambda v: 0 * v, lambda u: 0 * u, jnp.ones(2, DTYPE), 10, 0.0)
+    assert float(zero) == 0.0  # a zero Jacobian gives 0, not NaN
+    _, early = top_singular_value(lambda v: m @ v, lambda u: m.T @ u,
+                                  jnp.ones(5, DTYPE), 5000, 1e-3)
+    assert 2 <= int(early) < int(steps)  # a looser tolerance stops the loop earlier
+    with pytest.raises(ConfigError, match="iterations"):
+        local_lipschitz(jnp.sin, jnp.ones((1, 2)), jax.random.key(0), iterations=0)
+
+
+# ---------------------------------------------------------------- models (forward and inverse)
+
+
+def _check_model(flow, x, seed, jac_inverse=jax.jacfwd, method="direct"):
+    variables = _perturbed(flow.init(jax.random.key(seed), x), seed)
+    report = jm.bi_lipschitz(flow, variables, x, key=jax.random.key(seed + 1))
+    z = flow.apply(variables, x, method="forward")
+    forward, _ = _exact(flow, variables, x, "forward")
+    inverse, _ = _exact(flow, variables, z, "inverse", jac=jac_inverse)
+    np.testing.assert_allclose(report.forward.values, forward, rtol=MODEL_RTOL)
+    np.testing.assert_allclose(report.inverse.values, inverse, rtol=MODEL_RTOL)
+    assert report.inverse_method == method
+    assert report.forward.max == pytest.approx(forward.max(), rel=MODEL_RTOL)
+    assert report.bi_lipschitz == pytest.approx(forward.max() * inverse.max(), rel=2 * MODEL_RTOL)
+    assert report.inversion_error < 1e-3
+    assert report.forward.quantiles[0.5] == pytest.approx(np.median(report.forward.values))
+    return report
+
+
+@pytest.mark.parametrize("d", [2, 4])
+def test_realnvp_vectors(d):
+    flow = jm.realnvp((d,), n_couplings=4, hidden=(8,))
+    report = _check_model(flow, randn(d, (16, d)), seed=d)
+    assert report.bi_lipschitz > 1.5  # perturbed couplings are far from an isometry
+    figures = report.figures()
+    assert {"forward_max", "forward_q50", "forward_q90", "forward_q99", "inverse_max",
+            "inverse_q99", "bi_lipschitz", "points"} <= set(figures)
+    json.dumps(figures)  # JSON-ready
+
+
+def test_glow_tiny_image():
+    flow = jm.glow((4, 4, 1), levels=1, steps=2, hidden=4,
+                   preprocessing=jm.image_preprocessing(17)[1:])  # x is dequantized here
+    x = jnp.asarray(np.random.default_rng(5).uniform(0, 17, (6, 4, 4, 1)), jnp.float32)
+    _check_model(flow, x, seed=5)
+
+
+def test_resflow_exact_logdet_uses_the_implicit_inverse():
+    flow = jm.resflow((2,), n_blocks=2, hidden=(8,), logdet="exact", training=False)
+    # the fixed-point inverse has reverse-mode derivatives only: jacrev is the reference
+    _check_model(flow, randn(7, (16, 2)), seed=7, jac_inverse=jax.jacrev, method="implicit")
+
+
+def test_dequantizer_is_skipped_and_documented():
+    shape = (4, 4, 1)
+    full = jm.glow(shape, levels=1, steps=1, hidden=4, preprocessing=jm.image_preprocessing(17))
+    rest = jm.glow(shape, levels=1, steps=1, hidden=4,
+                   preprocessing=jm.image_preprocessing(17)[1:])
+    k = jnp.asarray(np.random.default_rng(8).integers(0, 17, (4, *shape)), jnp.float32)
+    variables = _perturbed(full.init({"params": jax.random.key(8),
+                                      "dequant": jax.random.key(9)}, k), 8)
+    # the same parameters without the (parameter-free) dequantizer: layer i becomes layer i - 1
+    def shift(tree):
+        return {f"bijectors_{int(name.split('_')[1]) - 1}": v for name, v in tree.items()}
+
+    rest_vars = {c: {**tree, "bijector": shift(tree["bijector"])} if "bijector" in tree else tree
+                 for c, tree in variables.items()}
+    x = k + 0.5
+    key = jax.random.key(1)
+    a = jm.bi_lipschitz(full, variables, x, key=key, dequantized=True)
+    b = jm.bi_lipschitz(rest, rest_vars, x, key=key)
+    np.testing.assert_allclose(a.forward.values, b.forward.values, rtol=1e-5)
+    np.testing.assert_allclose(a.inverse.values, b.inverse.values, rtol=1e-5)
+    assert a.measured == "f: dequantized data -> latent" and b.measured == "f: data -> latent"
+    drawn = jm.bi_lipschitz(full, variables, k, key=key)  # integer levels: dequantized inside
+    assert np.isfinite(drawn.forward.values).all() and drawn.inversion_error < 1e-3
+    with pytest.raises(ConfigError, match="no dequantization layer"):
+        jm.bi_lipschitz(rest, rest_vars, x, dequantized=True)
+
+
+def test_non_bijective_model_raises_naming_the_fix():
+    flow = jm.absolute((2,), n_couplings=2, hidden=(4,))
+    x = randn(9, (4, 2))
+    variables = flow.init(jax.random.key(0), x)
+    with pytest.raises(NotBijectiveError, match=r"bijective.*image_preprocessing\(levels\)\[1:\]"):
+        jm.bi_lipschitz(flow, variables, x)
+    with pytest.raises(ConfigError, match="inverse_method"):
+        jm.bi_lipschitz(jm.realnvp((2,), n_couplings=2, hidden=(4,)), {}, x, inverse_method="x")
+
+
+# ---------------------------------------------------------------- command line
+
+
+@pytest.mark.slow
+def test_cli_eval_lipschitz_writes_figures_and_picture(tmp_path, capsys):
+    from jflows.cli import main
+
+    out = tmp_path / "moons"
+    assert main(["train", "--model", "realnvp", "--data", "moons", "--out", str(out),
+                 "--steps", "4", "--eval-every", "4", "--checkpoint-every", "4", "--quiet",
+                 "--opt", "n_couplings=2", "--opt", "hidden=(8,)", "--batch-size", "64"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--run", str(out), "--data", "moons", "--lipschitz",
+                 "--lipschitz-points", "200"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 2 and printed[1].startswith("Lipschitz estimates: Lip(f) ")
+    record = json.loads((out / "eval.json").read_text())["lipschitz"]
+    assert record["points"] == 200 and record["picture"] == "lipschitz.png"
+    for name in ("forward", "inverse"):
+        values = [record[f"{name}_q50"], record[f"{name}_q90"], record[f"{name}_q99"],
+                  record[f"{name}_max"]]
+        assert all(np.isfinite(values)) and values == sorted(values)
+    assert record["bi_lipschitz"] == pytest.approx(record["forward_max"] * record["inverse_max"])
+    assert (out / "lipschitz.png").stat().st_size > 10_000
