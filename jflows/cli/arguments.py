@@ -215,6 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
         "augmentation) the NLL is then the negative IWBO with K samples, a tighter bound than "
         "the default one-sample ELBO (K=1); exact models ignore it",
     )
+    evaluate.add_argument(
+        "--lipschitz", action="store_true",
+        help="also estimate the local Lipschitz constants of the data-to-latent map f and of "
+        "its inverse (power iteration at up to --lipschitz-points rows; for images, of the map "
+        "after dequantization): max and quantiles go to eval.json under \"lipschitz\", and "
+        "2-D runs get lipschitz.png",
+    )
+    evaluate.add_argument(
+        "--lipschitz-points", type=positive_int, default=1000, metavar="N",
+        help="rows measured by --lipschitz (a seeded subsample of larger data; default 1000)",
+    )
     _add_eval_options(evaluate)
     sample = sub.add_parser("sample", help="draw samples from a trained run")
     sample.add_argument("--run", required=True, help="run directory")

@@ -31,6 +31,7 @@ from jflows.training.figures import (
     read_figure,
 )
 from jflows.training.fit import METRICS_FILE
+from jflows.training.lipschitz_eval import run_lipschitz
 from jflows.training.lock import run_lock
 from jflows.training.metrics import read_json, summarize_nll, write_json
 from jflows.training.options import describe_models, describe_options
@@ -161,6 +162,12 @@ def cmd_eval(args) -> int:
         "n": len(x),
         "step": int(run.state.step),
     }
+    lipschitz_line = None
+    if getattr(args, "lipschitz", False):
+        record["lipschitz"], lipschitz_line = run_lipschitz(
+            args.run, run.eval_model, run.state.variables(), x, points=args.lipschitz_points,
+            title=run_caption(config["model"], int(run.state.step)),
+        )
     write_json(os.path.join(args.run, "eval.json"), record)
     what = describe(None, "nll", record)
     if samples > 1:
@@ -169,6 +176,8 @@ def cmd_eval(args) -> int:
     if image:
         line += f", {read_figure(record, None, 'bits_per_dim'):.4f} bits/dim"
     print(f"{line} on {len(x)} rows of {args.data}{_own_file_note(args.data, config)}")
+    if lipschitz_line:
+        print(f"Lipschitz estimates: {lipschitz_line}")
     return 0
 
 
