@@ -104,7 +104,7 @@ def _check_model(flow, x, seed, jac_inverse=jax.jacfwd, method="direct"):
 
 @pytest.mark.parametrize("d", [2, 4])
 def test_realnvp_vectors(d):
-    flow = jm.realnvp((d,), n_couplings=4, hidden=(8,))
+    flow = jm.realnvp((d,), n_couplings=2, hidden=(8,))
     report = _check_model(flow, randn(d, (16, d)), seed=d)
     assert report.bi_lipschitz > 1.5  # perturbed couplings are far from an isometry
     figures = report.figures()
@@ -113,44 +113,62 @@ def test_realnvp_vectors(d):
     json.dumps(figures)  # JSON-ready
 
 
-def test_glow_tiny_image():
-    flow = jm.glow((4, 4, 1), levels=1, steps=2, hidden=4,
-                   preprocessing=jm.image_preprocessing(17)[1:])  # x is dequantized here
-    x = jnp.asarray(np.random.default_rng(5).uniform(0, 17, (6, 4, 4, 1)), jnp.float32)
-    _check_model(flow, x, seed=5)
+def _after_dequantizer(inverse=False):
+    """Flax methods running a flow's layers after its first (the dequantizer)."""
+    def forward(m, e):
+        for layer in m.bijector.bijectors[1:]:
+            e = layer.forward(e)
+        return e
+
+    def backward(m, e):
+        for layer in reversed(m.bijector.bijectors[1:]):
+            e = layer.inverse(e)
+        return e
+
+    return backward if inverse else forward
+
+
+def test_glow_tiny_image_after_its_dequantizer():
+    shape = (4, 4, 1)
+    flow = jm.glow(shape, levels=1, steps=1, hidden=4, preprocessing=jm.image_preprocessing(17))
+    k = jnp.asarray(np.random.default_rng(8).integers(0, 17, (6, *shape)), jnp.float32)
+    variables = _perturbed(flow.init({"params": jax.random.key(8),
+                                      "dequant": jax.random.key(9)}, k), 8)
+    x = k + jnp.asarray(np.random.default_rng(9).uniform(size=k.shape), jnp.float32)
+    key = jax.random.key(1)
+    report = jm.bi_lipschitz(flow, variables, x, key=key, dequantized=True)
+    z = flow.apply(variables, x, method=_after_dequantizer())
+    forward, _ = _exact(flow, variables, x, _after_dequantizer())
+    inverse, _ = _exact(flow, variables, z, _after_dequantizer(inverse=True))
+    np.testing.assert_allclose(report.forward.values, forward, rtol=MODEL_RTOL)
+    np.testing.assert_allclose(report.inverse.values, inverse, rtol=MODEL_RTOL)
+    assert report.measured == "f: dequantized data -> latent" and report.inversion_error < 1e-3
+    drawn = jm.bi_lipschitz(flow, variables, k, key=key)  # integer levels: dequantized inside
+    assert np.isfinite(drawn.forward.values).all() and drawn.inversion_error < 1e-3
+    assert not np.allclose(drawn.forward.values, report.forward.values)  # other points
+    rest = jm.realnvp((2,), n_couplings=2, hidden=(4,))
+    with pytest.raises(ConfigError, match="no dequantization layer"):
+        jm.bi_lipschitz(rest, {}, jnp.ones((1, 2)), dequantized=True)
 
 
 def test_resflow_exact_logdet_uses_the_implicit_inverse():
-    flow = jm.resflow((2,), n_blocks=2, hidden=(8,), logdet="exact", training=False)
+    flow = jm.resflow((2,), n_blocks=1, hidden=(8,), logdet="exact", training=False)
     # the fixed-point inverse has reverse-mode derivatives only: jacrev is the reference
     _check_model(flow, randn(7, (16, 2)), seed=7, jac_inverse=jax.jacrev, method="implicit")
 
 
-def test_dequantizer_is_skipped_and_documented():
-    shape = (4, 4, 1)
-    full = jm.glow(shape, levels=1, steps=1, hidden=4, preprocessing=jm.image_preprocessing(17))
-    rest = jm.glow(shape, levels=1, steps=1, hidden=4,
-                   preprocessing=jm.image_preprocessing(17)[1:])
-    k = jnp.asarray(np.random.default_rng(8).integers(0, 17, (4, *shape)), jnp.float32)
-    variables = _perturbed(full.init({"params": jax.random.key(8),
-                                      "dequant": jax.random.key(9)}, k), 8)
-    # the same parameters without the (parameter-free) dequantizer: layer i becomes layer i - 1
-    def shift(tree):
-        return {f"bijectors_{int(name.split('_')[1]) - 1}": v for name, v in tree.items()}
-
-    rest_vars = {c: {**tree, "bijector": shift(tree["bijector"])} if "bijector" in tree else tree
-                 for c, tree in variables.items()}
-    x = k + 0.5
-    key = jax.random.key(1)
-    a = jm.bi_lipschitz(full, variables, x, key=key, dequantized=True)
-    b = jm.bi_lipschitz(rest, rest_vars, x, key=key)
-    np.testing.assert_allclose(a.forward.values, b.forward.values, rtol=1e-5)
-    np.testing.assert_allclose(a.inverse.values, b.inverse.values, rtol=1e-5)
-    assert a.measured == "f: dequantized data -> latent" and b.measured == "f: data -> latent"
-    drawn = jm.bi_lipschitz(full, variables, k, key=key)  # integer levels: dequantized inside
-    assert np.isfinite(drawn.forward.values).all() and drawn.inversion_error < 1e-3
-    with pytest.raises(ConfigError, match="no dequantization layer"):
-        jm.bi_lipschitz(rest, rest_vars, x, dequantized=True)
+@pytest.mark.slow
+def test_mintnet_tiny_image():
+    flow = jm.mintnet((2, 2, 1), stages=1, layers_per_stage=2, hidden=4)
+    x = randn(10, (4, 2, 2, 1))
+    variables = _perturbed(flow.init(jax.random.key(10), x), 10, scale=0.05)
+    report = jm.bi_lipschitz(flow, variables, x, key=jax.random.key(11))
+    z = flow.apply(variables, x, method="forward")
+    forward, _ = _exact(flow, variables, x, "forward")
+    inverse, _ = _exact(flow, variables, z, "inverse", jac=jax.jacrev)
+    np.testing.assert_allclose(report.forward.values, forward, rtol=MODEL_RTOL)
+    np.testing.assert_allclose(report.inverse.values, inverse, rtol=MODEL_RTOL)
+    assert report.inverse_method == "implicit"
 
 
 def test_non_bijective_model_raises_naming_the_fix():

@@ -26,6 +26,7 @@ Fixed-point inverses with implicit gradients (residual flows) have no forward-mo
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -160,6 +161,44 @@ def _maps(flow: Flow, skip: int):
     return dequantize, forward, inverse
 
 
+_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CACHE_SIZE = 8
+
+
+def _compiled(flow: Flow, skip: int, iterations: int, tol: float):
+    """Jitted ``(dequantize, measure)`` of ``flow``, cached per flow object and settings."""
+    key = (id(flow), skip, iterations, tol)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is flow:
+        _CACHE.move_to_end(key)
+        return hit[1]
+    dequantize, forward, inverse = _maps(flow, skip)
+
+    def single(method, v):
+        return lambda e: flow.apply(v, e[None], method=method)[0]
+
+    def measure(v, pts, kf, ki, implicit):
+        f_est = local_lipschitz(single(forward, v), pts, kf, iterations=iterations, tol=tol)
+        z = f_est.outputs
+        if implicit:
+            x_back = flow.apply(v, z, method=inverse)
+            i_est = local_inverse_lipschitz(single(forward, v), x_back, ki,
+                                            iterations=iterations, tol=tol)
+        else:
+            i_est = local_lipschitz(single(inverse, v), z, ki, iterations=iterations, tol=tol)
+            x_back = i_est.outputs
+        return f_est.values, i_est.values, jnp.max(jnp.abs(x_back - pts))
+
+    def draw(v, k, rng):
+        return flow.apply(v, k, method=dequantize, rngs={DEQUANT: rng})
+
+    fns = (jax.jit(draw) if dequantize else None, jax.jit(measure, static_argnums=4))
+    _CACHE[key] = (flow, fns)
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return fns
+
+
 def bi_lipschitz(
     flow: Flow,
     variables: dict,
@@ -213,30 +252,13 @@ def bi_lipschitz(
         raise ConfigError("dequantized=True, but this flow has no dequantization layer; drop it")
     key = jax.random.key(0) if key is None else key
     key_deq, key_f, key_i = jax.random.split(key, 3)
-    dequantize, forward, inverse = _maps(flow, skip)
+    dequantize, compiled = _compiled(flow, skip, iterations, tol)
     x = jnp.asarray(x)
     if x.ndim < 1 or x.shape[0] < 1:
         raise ConfigError(f"bi_lipschitz needs a batch of at least one point, got {x.shape}")
     if skip and not dequantized:
-        x = flow.apply(variables, x, method=dequantize, rngs={DEQUANT: key_deq})
+        x = dequantize(variables, x, key_deq)
     measured = "f: data -> latent" if not skip else "f: dequantized data -> latent"
-
-    def single(method, v):
-        return lambda e: flow.apply(v, e[None], method=method)[0]
-
-    def measure(v, pts, kf, ki, implicit):
-        f_est = local_lipschitz(single(forward, v), pts, kf, iterations=iterations, tol=tol)
-        z = f_est.outputs
-        if implicit:
-            x_back = flow.apply(v, z, method=inverse)
-            i_est = local_inverse_lipschitz(single(forward, v), x_back, ki,
-                                            iterations=iterations, tol=tol)
-        else:
-            i_est = local_lipschitz(single(inverse, v), z, ki, iterations=iterations, tol=tol)
-            x_back = i_est.outputs
-        return f_est.values, i_est.values, jnp.max(jnp.abs(x_back - pts))
-
-    compiled = jax.jit(measure, static_argnums=4)
     method = inverse_method
     f_vals, i_vals, errors = [], [], []
     for start in range(0, x.shape[0], batch_size):
@@ -252,7 +274,16 @@ def bi_lipschitz(
                 method = "implicit"
                 out = compiled(*args, True)
         else:
-            out = compiled(*args, method == "implicit")
+            try:
+                out = compiled(*args, method == "implicit")
+            except TypeError as err:
+                if "forward-mode" not in str(err):
+                    raise
+                raise ConfigError(
+                    "inverse_method='direct', but this flow's inverse has no forward-mode "
+                    "derivative (a fixed-point inverse with implicit gradients); use "
+                    "inverse_method='implicit' or 'auto'"
+                ) from err
         f_vals.append(np.asarray(out[0]))
         i_vals.append(np.asarray(out[1]))
         errors.append(float(out[2]))
