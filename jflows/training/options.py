@@ -37,7 +37,7 @@ GLOSSARY: dict[str, str] = {
     "fc_blocks": "fully connected residual blocks at the end (images)",
     "fc_hidden": "widths of the fully connected residual blocks",
     "gradient": "gradient of the log-det series: Neumann estimator or backprop",
-    "hidden": "hidden widths: MLP widths (vectors) or conv channels (images, glow)",
+    "hidden": "hidden widths: MLP widths (vectors) or conv channels (images: glow, mintnet)",
     "inverse_atol": "absolute tolerance of the fixed-point inverse (evaluation-time)",
     "inverse_damping": "step size in (0, 2) of MintNet's damped fixed-point inverse",
     "inverse_max_iter": "iteration cap of the fixed-point inverse (evaluation-time)",
