@@ -42,6 +42,9 @@ def _train(tmp_path_factory):
     multi, single, devices = root / "two_processes", root / "one_process", root / "four_devices"
     coordinator = f"127.0.0.1:{_free_port()}"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    # most XLA optimisation passes skipped, as for the in-process tests (tests/conftest.py):
+    # compiling, not running, is what these short runs spend their time on
+    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     procs = [
         subprocess.Popen(
             _jflows("train", *ARGS, "--out", str(multi), "--coordinator", coordinator,
