@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-STEPS = 1500
+STEPS = 300  # six checkpoints after the kill at the first, three evaluations
 
 
 def command(out):
     return [sys.executable, "-m", "jflows.cli", "train", "--model", "realnvp", "--data", "moons",
             "--out", str(out), "--steps", str(STEPS), "--checkpoint-every", "50",
-            "--eval-every", "500", "--batch-size", "64", "--opt", "n_couplings=2",
+            "--eval-every", str(STEPS // 3), "--batch-size", "64", "--opt", "n_couplings=2",
             "--opt", "hidden=(16,)", "--quiet"]
 
 
@@ -55,8 +55,8 @@ def test_sigkill_then_rerun_resumes(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == STEPS and metrics["wall_time_s"] > 0
     evals = [json.loads(line)["step"] for line in (out / "evals.jsonl").read_text().splitlines()]
-    assert evals == [500, 1000, 1500]
-    assert finished_checkpoints(out) == [1450, 1500]
+    assert evals == [STEPS // 3, 2 * STEPS // 3, STEPS]
+    assert finished_checkpoints(out) == [STEPS - 50, STEPS]
 
 
 @pytest.mark.slow
