@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from jflows.bijectors import Augment, Bijector
+from jflows.bijectors import Augment, Bijector, Permute
 from jflows.errors import ConfigError
 from jflows.models.common import assemble_flow, event_kind, model_dtype
 from jflows.models.flow import Flow
@@ -30,8 +30,9 @@ def augmented(
     r"""RealNVP on ``(x, a)`` with ``a ~ q(a | x)``: an augmented flow (Chen et al. 2020).
 
     The first layer (:class:`~jflows.bijectors.Augment`, a generative surjection) appends
-    ``augment`` dimensions drawn from a learned Gaussian ``q(a | x)``; the couplings model the
-    joint ``p(x, a)`` in ``d + augment`` dimensions, where they have room to move mass around.
+    ``augment`` dimensions drawn from a learned Gaussian ``q(a | x)``; a fixed permutation
+    interleaves them with the data (:func:`interleaved`), and the couplings model the joint
+    ``p(x, a)`` in ``d + augment`` dimensions, where they have room to move mass around.
     ``log_prob`` is a one-draw estimate of the ELBO
 
     .. math:: \log p(x) \ge \mathbb{E}_{q(a \mid x)}[\log p(x, a) - \log q(a \mid x)],
@@ -77,6 +78,25 @@ def augmented(
         unroll=unroll, dtype=dtype,
     ).bijector
     extra = Augment(features=augment, hidden=tuple(q_hidden), param_dtype=dtype)
+    mix = Permute(interleaved(d, augment))
     return assemble_flow(
-        event_shape, [extra, core], preprocessing, base, dtype, latent_shape=latent
+        event_shape, [extra, mix, core], preprocessing, base, dtype, latent_shape=latent
     )
+
+
+def interleaved(d: int, augment: int) -> tuple[int, ...]:
+    """The order ``x_0, a_0, x_1, a_1, ...`` of ``(x, a)`` (the longer one's rest at the end).
+
+    Couplings split their input in halves; with ``(x, a)`` in this order every half holds data
+    and augmented entries. Split as ``(x | a)``, the first couplings would transform ``x`` given
+    ``a`` only, and at initialisation (``q(a | x) = N(0, I)``, identity couplings) the ELBO's
+    gradient vanishes in expectation: training would not leave its starting point.
+
+    Example:
+        >>> interleaved(2, 3)
+        (0, 2, 1, 3, 4)
+    """
+    xs, extra = list(range(d)), list(range(d, d + augment))
+    order = [i for pair in zip(xs, extra, strict=False) for i in pair]
+    n = min(d, augment)
+    return tuple(order + xs[n:] + extra[n:])
