@@ -5,6 +5,7 @@ from jflows.bijectors.actnorm import ActNorm
 from jflows.bijectors.augment import Augment
 from jflows.bijectors.base import Bijector, Estimate, Kind, Layer, require_rng
 from jflows.bijectors.chain import Chain, Inverse
+from jflows.bijectors.cif import IndexedBijection
 from jflows.bijectors.conditioners import MLP, ConvNet
 from jflows.bijectors.coupling import MaskedCoupling, SplitCoupling
 from jflows.bijectors.densities import ConditionalBernoulli, ConditionalGaussian
@@ -41,6 +42,7 @@ __all__ = [
     "FactorOut",
     "FixedAffine",
     "GlowStep",
+    "IndexedBijection",
     "Inverse",
     "InverseNotConvergedError",
     "InvertibleConv1x1",

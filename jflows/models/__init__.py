@@ -4,6 +4,7 @@ from jflows.models.absolute import absolute
 from jflows.models.augmented import augmented
 from jflows.models.bases import DiagonalGaussian, StandardNormal
 from jflows.models.checked import checked_apply
+from jflows.models.cif import cif
 from jflows.models.diagnostics import ResidualReport, residual_diagnostics
 from jflows.models.distrax_adapter import FlowBijector, to_distrax
 from jflows.models.flow import Flow
@@ -25,6 +26,7 @@ MODELS = {
     "resflow": resflow,
     "absolute": absolute,
     "augmented": augmented,
+    "cif": cif,
     "maxpool": maxpool,
     "mintnet": mintnet,
 }
@@ -43,6 +45,7 @@ __all__ = [
     "augmented",
     "bi_lipschitz",
     "checked_apply",
+    "cif",
     "glow",
     "image_preprocessing",
     "iresnet",
