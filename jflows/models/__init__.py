@@ -9,6 +9,7 @@ from jflows.models.diagnostics import ResidualReport, residual_diagnostics
 from jflows.models.distrax_adapter import FlowBijector, to_distrax
 from jflows.models.flow import Flow
 from jflows.models.glow import glow
+from jflows.models.hybrid import Hybrid, hybrid
 from jflows.models.likelihood import LogLikelihood
 from jflows.models.lipschitz_report import LipschitzReport, MapLipschitz, bi_lipschitz
 from jflows.models.maxpool import maxpool
@@ -36,6 +37,7 @@ __all__ = [
     "ResidualReport",
     "DiagonalGaussian",
     "Flow",
+    "Hybrid",
     "FlowBijector",
     "LipschitzReport",
     "LogLikelihood",
@@ -47,6 +49,7 @@ __all__ = [
     "checked_apply",
     "cif",
     "glow",
+    "hybrid",
     "image_preprocessing",
     "iresnet",
     "maxpool",

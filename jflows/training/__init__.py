@@ -12,6 +12,11 @@ Example:
 
 from jflows.training.checkpoints import Checkpointer
 from jflows.training.fit import fit
+from jflows.training.hybrid import (
+    fit_hybrid,
+    make_hybrid_eval_step,
+    make_hybrid_train_step,
+)
 from jflows.training.metrics import evaluate_nll
 from jflows.training.optim import make_optimizer
 from jflows.training.runs import build_model, load_run, read_config
@@ -27,8 +32,11 @@ __all__ = [
     "create_train_state",
     "evaluate_nll",
     "fit",
+    "fit_hybrid",
     "load_run",
     "make_eval_step",
+    "make_hybrid_eval_step",
+    "make_hybrid_train_step",
     "make_lipschitz_refresh",
     "make_optimizer",
     "make_run_config",
