@@ -45,6 +45,7 @@ def run(name, flow, batches):
     init_diff = max_diff(start4.params, start.params)  # ActNorm from global statistics
     initial = jax.tree.map(np.asarray, start.params)  # the steps donate their state
     plain = create_train_state(flow, opt, batches[0], key)  # mesh=None: a one-device mesh
+    unplaced = jax.tree.map(lambda a: a.copy(), plain)  # the pmap run's start (steps donate)
     default = train(make_train_step(flow, opt), plain, batches, one)
     step_one = make_train_step(flow, opt, one)  # compiled once, reused for the spread
     copies = [jax.tree.map(lambda a: a.copy(), start) for _ in range(2)]  # steps donate
@@ -54,7 +55,7 @@ def run(name, flow, batches):
         max_diff(train(step_one, copy, batches, one, seed).params, single.params)
         for copy, seed in zip(copies, (200, 300))
     )
-    pmapped = pm.replicate_for_pmap(create_train_state(flow, opt, batches[0], key))
+    pmapped = pm.replicate_for_pmap(unplaced)  # the same state; no second compiled init
     pmap_step = pm.make_pmap_train_step(flow, opt)
     for i, batch in enumerate(batches):
         pmapped, _ = pmap_step(pmapped, pm.split_for_pmap(batch, 4), jax.random.key(100 + i))
