@@ -11,6 +11,9 @@ collect_ignore = ["scripts"]
 # Unit tests run tiny programs many times over: compile time dominates, so skip most XLA
 # optimisation passes (as distrax's CI does). Numerics are unchanged up to rounding.
 jax.config.update("jax_disable_most_optimizations", True)
+# ... and so do the processes the tests start (the command line, the notebooks' kernels, the
+# benchmark harness, the multi-device scripts): they inherit the setting from the environment.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 
 def once_per_session(tmp_path_factory, name, compute, timeout_s=1200.0):
