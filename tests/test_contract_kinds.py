@@ -164,6 +164,12 @@ STOCHASTIC = {
         lambda: jm.glow(DIGITS, levels=2, steps=1, hidden=4,
                         preprocessing=jm.image_preprocessing(LEVELS),
                         dtype="float64" if X64 else "float32"), DIGITS, slow=True),
+    "model_cif_realnvp": StochasticCase(
+        lambda: jm.cif((3,), layers=2, hidden=(8,), index_hidden=(4,), dtype=MODEL_DTYPE),
+        (3,), data="real", stream=NOISE),
+    "indexed_bijection_image": StochasticCase(
+        lambda: jb.IndexedBijection(jb.ActNorm(event_ndims=3), index_dims=1, event_ndims=3,
+                                    hidden=4), (4, 4, 2), data="real", stream=NOISE),
     "augment_vector": StochasticCase(
         lambda: jb.Augment(features=2, hidden=(8,)), (3,), data="real", stream=NOISE),
     "augment_image": StochasticCase(

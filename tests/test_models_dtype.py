@@ -27,6 +27,7 @@ SMALL = {
     "iresnet": ((4,), dict(n_blocks=2, hidden=(8,))),
     "absolute": ((4,), dict(n_couplings=2, hidden=(8,), sign_hidden=(4,))),
     "augmented": ((3,), dict(augment=2, n_couplings=2, hidden=(8,), q_hidden=(4,))),
+    "cif": ((3,), dict(layers=2, hidden=(8,), index_hidden=(4,))),
     "maxpool": ((8, 8, 1), dict(levels=2, steps=1, hidden=4, pool_hidden=4)),
     "mintnet": ((4, 4, 2), dict(stages=2, layers_per_stage=1, hidden=4)),
 }
