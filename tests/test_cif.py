@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -74,18 +75,23 @@ def test_contribution_is_logdet_plus_log_prior_minus_log_posterior(name):
         return layer.apply(variables, xi, ui, method=indexed)
 
     size = math.prod(shape)
-    for i in range(len(x)):
-        jac = jax.jacfwd(event_map)(x[i], u[i]).reshape(size, size)
-        logdet = jnp.linalg.slogdet(jac)[1]
-        zi = event_map(x[i], u[i])
-        mq, sq = layer.apply(variables, x[i], dims,
+
+    @jax.jit
+    @jax.vmap
+    def reference(xi, ui):  # one event at a time: brute-force log-det and both densities
+        jac = jax.jacfwd(event_map)(xi, ui).reshape(size, size)
+        zi = event_map(xi, ui)
+        mq, sq = layer.apply(variables, xi, dims,
                              method=lambda m, c, n: m.posterior.mean_and_log_scale(c, n))
         mp, sp = layer.apply(variables, zi, dims,
                              method=lambda m, c, n: m.prior.mean_and_log_scale(c, n))
-        log_q = _normal_log_density(u[i], mq, sq, event_ndims)
-        log_p = _normal_log_density(u[i], mp, sp, event_ndims)
-        np.testing.assert_allclose(z[i], zi, rtol=TOL, atol=TOL)
-        np.testing.assert_allclose(c[i], logdet + log_p - log_q, rtol=TOL, atol=10 * TOL)
+        log_q = _normal_log_density(ui, mq, sq, event_ndims)
+        log_p = _normal_log_density(ui, mp, sp, event_ndims)
+        return zi, jnp.linalg.slogdet(jac)[1] + log_p - log_q
+
+    z_ref, c_ref = reference(x, u)
+    np.testing.assert_allclose(z, z_ref, rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(c, c_ref, rtol=TOL, atol=10 * TOL)
     assert c.dtype == DTYPE and z.dtype == DTYPE
 
 
@@ -126,8 +132,8 @@ def test_elbo_is_below_the_exact_likelihood_and_the_iwbo_approaches_it():
         return log_base + logdet + m.prior.log_prob(u, z)
 
     grid = jnp.linspace(-15.0, 15.0, 6001, dtype=DTYPE)[:, None, None]
-    values = layer.apply(variables, jnp.broadcast_to(x, (len(grid), *x.shape)),
-                         jnp.broadcast_to(grid, (len(grid), len(x), 1)), method=joint)
+    values = jax.jit(functools.partial(layer.apply, variables, method=joint))(
+        jnp.broadcast_to(x, (len(grid), *x.shape)), jnp.broadcast_to(grid, (len(grid), len(x), 1)))
     exact = jax.scipy.special.logsumexp(values, axis=0) + jnp.log(grid[1, 0, 0] - grid[0, 0, 0])
 
     k = 2000
@@ -137,7 +143,7 @@ def test_elbo_is_below_the_exact_likelihood_and_the_iwbo_approaches_it():
         z, c = layer.apply(variables, x, rngs={NOISE: key})
         return -0.5 * (z * z).sum(-1) - 0.5 * LOG_2PI + c
 
-    draws = jax.vmap(elbo)(keys)  # (k, batch)
+    draws = jax.jit(jax.vmap(elbo))(keys)  # (k, batch)
     mean_elbo = draws.mean(0)
     iwbo = jax.scipy.special.logsumexp(draws, axis=0) - math.log(k)
     assert bool(jnp.all(mean_elbo < exact - 1e-3)), (mean_elbo, exact)
@@ -152,7 +158,7 @@ def test_gradients_reach_the_posterior_the_prior_the_index_net_and_the_bijection
         _, c = layer.apply({**variables, PARAMS: params}, x, rngs={NOISE: jax.random.key(2)})
         return -c.mean()
 
-    grads = jax.grad(loss)(variables[PARAMS])
+    grads = jax.jit(jax.grad(loss))(variables[PARAMS])
     assert set(grads) == {"posterior", "prior", "shift_scale", "bijection"}
     for name, tree in grads.items():
         norms = [float(jnp.abs(g).max()) for g in jax.tree.leaves(tree)]
@@ -163,10 +169,14 @@ def test_cif_model_starts_as_its_base_model_and_samples():
     flow = jm.cif((2,), layers=2, hidden=(8,), index_hidden=(4,), dtype=DTYPE)
     x = jax.random.normal(jax.random.key(0), (5, 2), DTYPE)
     variables = flow.init({PARAMS: jax.random.key(1), NOISE: jax.random.key(2)}, x)
-    a = flow.apply(variables, x, method="log_prob", rngs={NOISE: jax.random.key(3)})
-    b = flow.apply(variables, x, method="log_prob", rngs={NOISE: jax.random.key(4)})
+
+    @jax.jit
+    def run(key):
+        lp = flow.apply(variables, x, method="log_prob", rngs={NOISE: key})
+        return lp, flow.apply(variables, 7, method="sample", rngs={SAMPLE: key})
+
+    (a, samples), (b, _) = run(jax.random.key(3)), run(jax.random.key(4))
     np.testing.assert_allclose(a, b, rtol=TOL, atol=TOL)  # q = p = N(0, I), s = t = 0: exact
-    samples = flow.apply(variables, 7, method="sample", rngs={SAMPLE: jax.random.key(5)})
     assert samples.shape == (7, 2) and samples.dtype == DTYPE
     assert flow.estimate == jb.Estimate.BOUND and flow.rng_streams == {NOISE, SAMPLE}
 
@@ -177,11 +187,16 @@ def test_cif_resflow_model_log_prob_iwbo_and_samples():
     x = jax.random.normal(jax.random.key(0), (4, 2), DTYPE)
     variables = flow.init({PARAMS: jax.random.key(1), NOISE: jax.random.key(2)}, x)
     variables = _perturbed(variables, scale=0.05)
-    rngs = {NOISE: jax.random.key(3)}
-    lp, _ = flow.apply(variables, x, method="log_prob", rngs=rngs, mutable=["lipschitz"])
-    iw, _ = flow.apply(variables, x, 8, method="iwbo", rngs=rngs, mutable=["lipschitz"])
+
+    @jax.jit
+    def run(key):
+        rngs = {NOISE: key}
+        lp, _ = flow.apply(variables, x, method="log_prob", rngs=rngs, mutable=["lipschitz"])
+        iw, _ = flow.apply(variables, x, 8, method="iwbo", rngs=rngs, mutable=["lipschitz"])
+        return lp, iw, flow.apply(variables, 3, method="sample", rngs={SAMPLE: key})
+
+    lp, iw, samples = run(jax.random.key(3))
     assert lp.shape == iw.shape == (4,) and bool(jnp.all(jnp.isfinite(iw)))
-    samples = flow.apply(variables, 3, method="sample", rngs={SAMPLE: jax.random.key(5)})
     assert samples.shape == (3, 2) and bool(jnp.all(jnp.isfinite(samples)))
 
 
