@@ -181,6 +181,21 @@ def test_cif_model_starts_as_its_base_model_and_samples():
     assert flow.estimate == jb.Estimate.BOUND and flow.rng_streams == {NOISE, SAMPLE}
 
 
+def test_random_index_init_makes_the_map_depend_on_the_index_from_the_start():
+    x = jax.random.normal(jax.random.key(0), (4, 2), DTYPE)
+    u = jnp.stack([jnp.zeros((4, 1), DTYPE), jnp.ones((4, 1), DTYPE)])
+
+    def indexed_maps(zero_init):
+        layer = jb.IndexedBijection(jb.ActNorm(), index_dims=1, hidden=(4,), zero_init=zero_init)
+        variables = layer.init({PARAMS: jax.random.key(1), NOISE: jax.random.key(2)}, x)
+        return layer.apply(variables, jnp.stack([x, x]), u,
+                           method=lambda m, x, u: m.indexed_forward_and_log_det(x, u)[0])
+
+    zero, random = indexed_maps(True), indexed_maps(False)
+    np.testing.assert_array_equal(zero[0], zero[1])  # s = t = 0: F = f for every index
+    assert not np.allclose(random[0], random[1])
+
+
 def test_cif_resflow_model_log_prob_iwbo_and_samples():
     flow = jm.cif((2,), base_model="resflow", layers=2, hidden=(8,), index_hidden=(4,),
                   logdet="exact", dtype=DTYPE)
@@ -207,5 +222,7 @@ def test_cif_rejects_bad_options():
         jm.cif((2,), layers=0)
     with pytest.raises(ConfigError, match="vectors"):
         jm.cif((4, 4, 1))
+    with pytest.raises(ConfigError, match="index_init"):
+        jm.cif((2,), index_init="ones")
     with pytest.raises(ConfigError, match="index_dims"):
         jb.IndexedBijection(jb.ActNorm(), index_dims=0)

@@ -51,6 +51,10 @@ class IndexedBijection(Layer):
         index_dims: dimensions of ``u`` (channels per pixel for images).
         event_ndims: 1 (vectors) or 3 (channels-last images).
         hidden: MLP widths (or ConvNet channels) of ``q(u | x)``, ``p(u | z)`` and ``s, t``.
+        zero_init: start ``s, t`` at zero (``F = f`` at initialisation). With ``False`` their
+            last layer starts at PyTorch's default, so ``F`` depends on ``u`` from the start and
+            the ELBO's gradient does not vanish in expectation through the index (with ``s = t =
+            0`` and ``q = p = N(0, I)`` the index starts independent of ``x`` and is a saddle).
         param_dtype: dtype of the networks' weights (None: the data's float dtype).
 
     Example:
@@ -70,6 +74,7 @@ class IndexedBijection(Layer):
     index_dims: int = 1
     event_ndims: int = 1
     hidden: int | Sequence[int] = (32,)
+    zero_init: bool = True
     param_dtype: Any = None
 
     def __post_init__(self):
@@ -93,10 +98,12 @@ class IndexedBijection(Layer):
         self.posterior = ConditionalGaussian(self.event_ndims, self.hidden, self.param_dtype)
         self.prior = ConditionalGaussian(self.event_ndims, self.hidden, self.param_dtype)
         if self.event_ndims == 1:
-            self.shift_scale = MLP(_widths(self.hidden), param_dtype=self.param_dtype)
+            self.shift_scale = MLP(_widths(self.hidden), zero_init_last=self.zero_init,
+                                   param_dtype=self.param_dtype)
         else:
             channels = self.hidden if isinstance(self.hidden, int) else max(_widths(self.hidden))
-            self.shift_scale = ConvNet(channels, param_dtype=self.param_dtype)
+            self.shift_scale = ConvNet(channels, zero_init_last=self.zero_init,
+                                       param_dtype=self.param_dtype)
 
     def _check(self, x: jax.Array, where: str) -> None:
         if x.ndim < self.event_ndims:

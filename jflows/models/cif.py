@@ -25,6 +25,7 @@ def cif(
     index_hidden: tuple[int, ...] = (32,),
     scale_map: Literal["tanh", "sigmoid", "exp", "none"] = "tanh",
     actnorm: bool = False,
+    index_init: Literal["zero", "random"] = "zero",
     coeff: float | None = None,
     logdet: Literal["roulette", "series", "exact"] = "roulette",
     preprocessing: Sequence[Bijector] = (),
@@ -63,6 +64,9 @@ def cif(
         index_hidden: MLP widths of ``q(u | x)``, ``p(u | z)`` and ``s(u), t(u)``.
         scale_map: scale parameterisation of the couplings (``"realnvp"``).
         actnorm: ActNorm before every coupling / around every residual block.
+        index_init: ``"zero"``: ``s, t`` start at zero (the model starts as the plain
+            ``base_model`` stack); ``"random"``: their last layer starts at PyTorch's default
+            (see :class:`~jflows.bijectors.IndexedBijection`'s ``zero_init``).
         coeff: Lipschitz coefficient of the residual branches (default 0.97).
         logdet: training log-det of the residual blocks: roulette, series or exact.
         preprocessing: bijectors applied to ``x`` first.
@@ -86,6 +90,8 @@ def cif(
         raise ConfigError(f"cif: base_model must be one of {BASE_MODELS}, got {base_model!r}")
     if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
         raise ConfigError(f"cif: layers must be an int >= 1 (indexed blocks), got {layers!r}")
+    if index_init not in ("zero", "random"):
+        raise ConfigError(f"cif: index_init must be 'zero' or 'random', got {index_init!r}")
     shape = tuple(int(s) for s in event_shape)
 
     def block() -> Bijector:
@@ -99,7 +105,7 @@ def cif(
 
     indexed = [
         IndexedBijection(block(), index_dims=index_dims, hidden=tuple(index_hidden),
-                         param_dtype=dtype)
+                         zero_init=index_init == "zero", param_dtype=dtype)
         for _ in range(layers)
     ]
     return assemble_flow(shape, indexed, preprocessing, base, dtype)
