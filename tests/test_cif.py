@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -120,21 +119,33 @@ def test_indexed_map_inverts_at_a_fixed_index_and_inverse_draws_from_sample(name
 
 @pytest.mark.float64
 def test_elbo_is_below_the_exact_likelihood_and_the_iwbo_approaches_it():
-    """1-D: ``log p(x) = log int N(F(x;u); 0, 1) |F'(x;u)| p(u | F(x;u)) du`` by quadrature."""
+    """1-D: ``p(x) = int N(F(x;u); 0, 1) |F'(x;u)| p(u | F(x;u)) du`` by quadrature.
+
+    The quadrature is checked first: the model's marginal density integrates to 1 over x.
+    """
     layer = jb.IndexedBijection(jb.ActNorm(), index_dims=1, hidden=(8,))
     x = jnp.array([[0.7], [-1.6]], DTYPE)
     variables = _perturbed(layer.init({PARAMS: jax.random.key(0), NOISE: jax.random.key(1)}, x),
-                           scale=0.5)
+                           scale=0.3)
 
     def joint(m, x, u):  # log N(z) + log|dF/dx| + log p(u | z) at a given index
         z, logdet = m.indexed_forward_and_log_det(x, u)
         log_base = -0.5 * (z * z).sum(-1) - 0.5 * LOG_2PI
         return log_base + logdet + m.prior.log_prob(u, z)
 
-    grid = jnp.linspace(-15.0, 15.0, 6001, dtype=DTYPE)[:, None, None]
-    values = jax.jit(functools.partial(layer.apply, variables, method=joint))(
-        jnp.broadcast_to(x, (len(grid), *x.shape)), jnp.broadcast_to(grid, (len(grid), len(x), 1)))
-    exact = jax.scipy.special.logsumexp(values, axis=0) + jnp.log(grid[1, 0, 0] - grid[0, 0, 0])
+    grid = jnp.linspace(-25.0, 25.0, 2501, dtype=DTYPE)
+    step = grid[1] - grid[0]
+
+    @jax.jit
+    def log_marginal(xs):  # (n, 1) -> (n,)
+        us = jnp.broadcast_to(grid[:, None, None], (len(grid), len(xs), 1))
+        xb = jnp.broadcast_to(xs, (len(grid), *xs.shape))
+        values = layer.apply(variables, xb, us, method=joint)
+        return jax.scipy.special.logsumexp(values, axis=0) + jnp.log(step)
+
+    total = jnp.exp(log_marginal(grid[:, None])).sum() * step
+    np.testing.assert_allclose(total, 1.0, atol=2e-3)
+    exact = log_marginal(x)
 
     k = 2000
     keys = jax.random.split(jax.random.key(9), k)
@@ -147,8 +158,8 @@ def test_elbo_is_below_the_exact_likelihood_and_the_iwbo_approaches_it():
     mean_elbo = draws.mean(0)
     iwbo = jax.scipy.special.logsumexp(draws, axis=0) - math.log(k)
     assert bool(jnp.all(mean_elbo < exact - 1e-3)), (mean_elbo, exact)
-    assert bool(jnp.all(iwbo <= exact + 0.02)), (iwbo, exact)
     assert bool(jnp.all(iwbo > mean_elbo))  # the IWBO tightens the bound towards log p(x)
+    np.testing.assert_allclose(iwbo, exact, atol=0.1)  # a one-run estimate: loose
 
 
 def test_gradients_reach_the_posterior_the_prior_the_index_net_and_the_bijection():
