@@ -1,5 +1,6 @@
 """Hybrid models (a classifier head on a flow's latent): shapes, the loss, gradients, training."""
 
+import json
 import math
 
 import flax.linen as nn
@@ -142,3 +143,48 @@ def test_bad_arguments_raise():
         check_labels(x, np.array([0, 1, 2]), 2)
     with pytest.raises(DataError, match="integers"):
         check_labels(x, np.array([0.0, 1.0, 1.0]), 2)
+
+
+def test_npy_labels_are_split_with_the_rows(tmp_path):
+    from jflows.data import load_dataset
+    from jflows.data.labels import load_labels
+
+    x = np.stack([np.arange(50.0), np.zeros(50)], 1).astype(np.float32)
+    np.save(tmp_path / "d.npy", x)
+    np.save(tmp_path / "d_labels.npy", np.arange(50) % 3)
+    ds = load_dataset(tmp_path / "d.npy", seed=7, test_fraction=0.2)
+    ytr, yte = load_labels(str(tmp_path / "d.npy"), seed=7, test_fraction=0.2)
+    np.testing.assert_array_equal(ytr, ds.train[:, 0].astype(int) % 3)
+    np.testing.assert_array_equal(yte, ds.test[:, 0].astype(int) % 3)
+    with pytest.raises(DataError, match="no labels file"):
+        load_labels(str(tmp_path / "d.npy"), tmp_path / "missing.npy")
+    with pytest.raises(DataError, match="has no labels"):
+        load_labels("moons")
+    from jflows.data.digits import load_digits_labels_split
+
+    assert load_digits_labels_split()[0].shape == (1500,)
+
+
+@pytest.mark.slow
+def test_cli_trains_a_hybrid_on_a_labelled_npy(tmp_path, capsys):
+    from helpers import cli_fails
+
+    from jflows.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2)).astype(np.float32)
+    np.save(tmp_path / "d.npy", x)
+    np.save(tmp_path / "d_labels.npy", (x[:, 0] > 0).astype(np.int64))
+    out = tmp_path / "run"
+    args = ["train", "--model", "realnvp", "--data", str(tmp_path / "d.npy"), "--out", str(out),
+            "--steps", "60", "--quiet", "--hybrid-lambda", "0.1", "--opt", "n_couplings=2",
+            "--opt", "hidden=(8,)", "--lr", "1e-2", "--weight-decay", "0", "--schedule", "constant"]
+    assert main(args) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "test accuracy" in line and "hybrid, lambda 0.1" in line, line
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.7 and metrics["steps"] == 60
+    assert "test_nll" in metrics and metrics["hybrid_lambda"] == 0.1
+    config = json.loads((out / "config.json").read_text())
+    assert config["hybrid_lambda"] == 0.1 and config["n_classes"] == 2
+    cli_fails(capsys, args, "already holds a run")

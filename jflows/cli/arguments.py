@@ -186,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--opt", action="append", metavar="KEY=VALUE",
         help="model option, a Python literal or a string (see `jflows models MODEL`)",
     )
+    train.add_argument(
+        "--hybrid-lambda", type=float, metavar="L",
+        help="train a hybrid model (classifier head on the flow's latent) on labelled data with "
+        "loss -(log p(y|x) + L log p(x) / D); reports test accuracy",
+    )
+    train.add_argument(
+        "--labels", help="with --hybrid-lambda: .npy of integer labels of a .npy data file "
+        "(default: DATA_labels.npy beside it)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument(
         "--devices", type=positive_int,

@@ -31,6 +31,7 @@ from jflows.training.figures import (
     read_figure,
 )
 from jflows.training.fit import METRICS_FILE
+from jflows.training.hybrid_run import train_hybrid_run
 from jflows.training.lipschitz_eval import run_lipschitz
 from jflows.training.lock import run_lock
 from jflows.training.metrics import read_json, summarize_nll, write_json
@@ -86,6 +87,8 @@ def cmd_train(args) -> int:
     check_model(args.model)
     if args.devices is not None and args.devices < 1:
         raise ConfigError(f"--devices must be at least 1, got {args.devices}")
+    if getattr(args, "hybrid_lambda", None) is not None:
+        return _train_hybrid(args)
     _join_processes(args)
     primary = jax.process_index() == 0
     config, dataset, model, eval_model, optimizer = prepare_run(_train_settings(args), args.out)
@@ -110,6 +113,22 @@ def cmd_train(args) -> int:
         )
         _draw_curves(args.out)
     print(_summary_line(metrics, args.out))
+    return 0
+
+
+def _train_hybrid(args) -> int:
+    """``jflows train --hybrid-lambda L``: a hybrid model on labelled data (one process)."""
+    if args.devices not in (None, 1) or args.num_processes not in (None, 1):
+        raise ConfigError("--hybrid-lambda trains on one device; drop --devices/--num-processes")
+    with run_lock(args.out):
+        m = train_hybrid_run(
+            _train_settings(args), args.out, lam=args.hybrid_lambda, labels=args.labels
+        )
+    bpd = read_figure(m, "test", "bits_per_dim")
+    line = f"step {m['steps']}: test accuracy {m['test_accuracy']:.4f}"
+    line += f", {describe('test', 'nll', m)} {read_figure(m, 'test', 'nll'):.4f} nats"
+    line += "" if bpd is None else f", {bpd:.4f} bits/dim"
+    print(f"{line} (hybrid, lambda {args.hybrid_lambda:g}; run in {args.out})")
     return 0
 
 

@@ -75,3 +75,20 @@ def load_digits_split() -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"sklearn's load_digits returned {len(x)} images, expected 1797")
     train_idx, test_idx = digits_split_indices()
     return x[train_idx], x[test_idx]
+
+
+def load_digits_labels_split() -> tuple[np.ndarray, np.ndarray]:
+    """The digits' class labels (0..9, int32) in the order of :func:`load_digits_split`.
+
+    Returns:
+        ``(train_labels, test_labels)`` of shapes ``(1500,)`` and ``(297,)``: row ``i`` is the
+        class of image ``i`` of the same split.
+
+    Example:
+        >>> train_y, test_y = load_digits_labels_split()
+        >>> train_y.shape, test_y.shape, int(train_y.max())
+        ((1500,), (297,), 9)
+    """
+    y = load_digits().target.astype(np.int32)
+    train_idx, test_idx = digits_split_indices()
+    return y[train_idx], y[test_idx]

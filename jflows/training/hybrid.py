@@ -187,8 +187,9 @@ def fit_hybrid(
     lr: float = 1e-3,
     seed: int = 0,
     eval_batch_size: int = 500,
+    optimizer: optax.GradientTransformation | None = None,
 ) -> tuple[TrainState, dict[str, float]]:
-    """Trains a hybrid model with Adam and returns ``(state, test metrics)``.
+    """Trains a hybrid model (Adam at ``lr``, or ``optimizer``) and returns ``(state, metrics)``.
 
     Batches are drawn with replacement from ``train`` with ``fold_in(data_key, i)``; the
     evaluation uses a fixed key. The metrics are ``test_accuracy``, ``test_nll`` and
@@ -206,7 +207,7 @@ def fit_hybrid(
     """
     x_tr, y_tr = np.asarray(train[0]), check_labels(train[0], train[1], model.n_classes)
     x_te, y_te = np.asarray(test[0]), check_labels(test[0], test[1], model.n_classes)
-    optimizer = optax.adam(lr)
+    optimizer = optax.adam(lr) if optimizer is None else optimizer
     init_key, data_key, step_key = jax.random.split(jax.random.key(seed), 3)
     state = create_train_state(model, optimizer, x_tr[: min(len(x_tr), 512)], init_key)
     step = make_hybrid_train_step(model, optimizer, lam)
