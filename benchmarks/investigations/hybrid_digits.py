@@ -6,7 +6,19 @@ head on the 64-dimensional latent) at each ``--lams`` value; the same flow on th
 alone (``make_train_step``); and a plain MLP classifier of similar parameter count on the
 scaled pixels. Prints one JSON line per run and a summary table.
 
-    python benchmarks/investigations/hybrid_digits.py --steps 1500 --lams 0.01 0.1 1
+    python benchmarks/investigations/hybrid_digits.py --steps 1500 --lams 0.01 0.1 1 10 100
+
+Results (seed 0, 1500 steps of 64, Adam 1e-3; resflow n_blocks=2 hidden=16, 21.6k parameters;
+bits/dim of the dequantized images, a bound; 297 test images):
+
+    run              accuracy  bits/dim
+    hybrid lam=0.01     0.987     4.875
+    hybrid lam=0.1      0.987     3.295
+    hybrid lam=1        0.980     2.646
+    hybrid lam=10       0.956     2.279
+    hybrid lam=100      0.919     2.242
+    likelihood only         -     2.247
+    MLP (256), 19.2k    0.980         -
 """
 
 from __future__ import annotations
