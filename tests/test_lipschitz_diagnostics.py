@@ -171,6 +171,54 @@ def test_mintnet_tiny_image():
     assert report.inverse_method == "implicit"
 
 
+def _exact_indexed(flow, variables, points, indices, method, jac=jax.jacfwd):
+    """Singular values of the per-index map ``method(x, u)`` at every point, ``u`` fixed."""
+    def one(e, u):
+        u1 = jax.tree.map(lambda a: a[None], u)
+        return jac(lambda a: flow.apply(variables, a[None], u1, method=method)[0])(e)
+
+    return _singular_values(jax.jit(jax.vmap(one))(points, indices))
+
+
+@pytest.mark.parametrize(("base_model", "jac_inverse", "method"), [
+    ("realnvp", jax.jacfwd, "direct"), ("resflow", jax.jacrev, "implicit")])
+def test_cif_per_index_maps_match_svd_with_the_index_held(base_model, jac_inverse, method):
+    from jflows.models.measured_map import measured_map
+    kw = {"logdet": "exact", "training": False} if base_model == "resflow" else {}
+    flow = jm.cif((2,), base_model=base_model, layers=2, hidden=(8,), index_hidden=(4,),
+                  index_init="random", **kw)
+    x = randn(12, (16, 2))
+    variables = _perturbed(flow.init({"params": jax.random.key(12), "noise": jax.random.key(13)},
+                                     x), 12, scale=0.2)
+    key = jax.random.key(14)
+    report = jm.bi_lipschitz(flow, variables, x, key=key)
+    target = measured_map(flow)
+    # the indices bi_lipschitz held: drawn from q(u | x) with the first of key's three splits
+    _, indices = flow.apply(variables, x, method=target.prepare,
+                            rngs={"noise": jax.random.split(key, 3)[0]})
+    assert len(indices) == 2 and indices[0].shape == (16, 1)
+    z = flow.apply(variables, x, indices, method=target.forward)
+    forward = _exact_indexed(flow, variables, x, indices, target.forward)[:, 0]
+    inverse = _exact_indexed(flow, variables, z, indices, target.inverse, jac=jac_inverse)[:, 0]
+    np.testing.assert_allclose(report.forward.values, forward, rtol=MODEL_RTOL)
+    np.testing.assert_allclose(report.inverse.values, inverse, rtol=MODEL_RTOL)
+    assert report.inverse_method == method and report.inversion_error < 1e-3
+    assert report.measured.startswith("F(.; u)") and "u ~ q(u | x)" in report.measured
+    mean = jm.bi_lipschitz(flow, variables, x, key=key, index="mean")
+    assert "mean of q(u | x)" in mean.measured and np.isfinite(mean.bi_lipschitz)
+    assert not np.allclose(mean.forward.values, report.forward.values)  # other indices
+
+
+def test_index_only_for_indexed_flows():
+    flow = jm.realnvp((2,), n_couplings=2, hidden=(4,))
+    x = randn(9, (4, 2))
+    with pytest.raises(ConfigError, match="only applies to continuously indexed"):
+        jm.bi_lipschitz(flow, flow.init(jax.random.key(0), x), x, index="mean")
+    cif = jm.cif((2,), layers=1, hidden=(4,), index_hidden=(4,))
+    with pytest.raises(ConfigError, match="index must be one of"):
+        jm.bi_lipschitz(cif, {}, x, index="median")
+
+
 def test_non_bijective_model_raises_naming_the_fix():
     flow = jm.absolute((2,), n_couplings=2, hidden=(4,))
     x = randn(9, (4, 2))
@@ -205,3 +253,7 @@ def test_cli_eval_lipschitz_writes_figures_and_picture(tmp_path, capsys):
         assert all(np.isfinite(values)) and values == sorted(values)
     assert record["bi_lipschitz"] == pytest.approx(record["forward_max"] * record["inverse_max"])
     assert (out / "lipschitz.png").stat().st_size > 10_000
+    plane = record["plane"]  # the 100 x 100 grid of the picture, gaps between the moons included
+    assert plane["points"] == 10_000 and len(plane["bounds"]) == 2
+    assert plane["bi_lipschitz"] == pytest.approx(plane["forward_max"] * plane["inverse_max"])
+    assert "over the plane" in printed[1]

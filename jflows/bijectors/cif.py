@@ -127,6 +127,13 @@ class IndexedBijection(Layer):
         z, logdet = self.bijection.forward_and_log_det(y, context)
         return z, logdet - sum_event(s, self.event_ndims)
 
+    def indexed_forward(
+        self, x: jax.Array, u: jax.Array, context: jax.Array | None = None
+    ) -> jax.Array:
+        """``F(x; u) = f(e^{-s(u)} x - t(u))`` for a given index ``u`` (no log-det)."""
+        s, t = self.scale_and_shift(u, x.shape[-1])
+        return self.bijection.forward(jnp.exp(-s.astype(x.dtype)) * x - t.astype(x.dtype), context)
+
     def indexed_inverse(
         self, z: jax.Array, u: jax.Array, context: jax.Array | None = None
     ) -> jax.Array:
@@ -147,9 +154,7 @@ class IndexedBijection(Layer):
         """Draws ``u ~ q(u | x)`` and returns ``F(x; u)`` (stochastic)."""
         self._check(x, "forward")
         key = require_rng(self, NOISE)
-        u = self.posterior.sample(key, x, self.index_dims)
-        s, t = self.scale_and_shift(u, x.shape[-1])
-        return self.bijection.forward(jnp.exp(-s.astype(x.dtype)) * x - t.astype(x.dtype), context)
+        return self.indexed_forward(x, self.posterior.sample(key, x, self.index_dims), context)
 
     def inverse(self, z: jax.Array, context: jax.Array | None = None) -> jax.Array:
         """Draws ``u ~ p(u | z)`` (stream ``sample``) and returns ``F^{-1}(z; u)``."""

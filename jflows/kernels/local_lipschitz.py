@@ -22,14 +22,16 @@ derivative (fixed-point inverses with implicit gradients).
 
 Every kernel takes ``fn`` on ONE event of any shape (it is flattened inside) and a batch of
 points ``x`` of shape ``(n, *event_shape)``, runs the points under ``jax.vmap`` with
-independent seeded start vectors, and returns per-point estimates.
+independent seeded start vectors, and returns per-point estimates. A map with per-point
+parameters held fixed (a CIF index ``u_i`` at ``x_i``) is ``fn(event, args_i)`` with
+``args`` a pytree whose leaves have the points' leading axis; the Jacobian is in the event only.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -105,8 +107,15 @@ def top_singular_value(
     return sigma, steps
 
 
-def _flat(fn: Callable, event_shape: tuple[int, ...]) -> Callable:
-    return lambda v: jnp.ravel(fn(v.reshape(event_shape)))
+def _flat(fn: Callable, event_shape: tuple[int, ...], args: Any) -> Callable:
+    if args is None:
+        return lambda v: jnp.ravel(fn(v.reshape(event_shape)))
+    return lambda v: jnp.ravel(fn(v.reshape(event_shape), args))
+
+
+def _per_point(one: Callable, points: jax.Array, starts: jax.Array, args: Any):
+    """``vmap`` of ``one(point, v0, args_i)`` (``args`` None: not mapped)."""
+    return jax.vmap(one, in_axes=(0, 0, None if args is None else 0))(points, starts, args)
 
 
 def _start_vectors(key: jax.Array, n: int, d: int, dtype) -> jax.Array:
@@ -120,12 +129,14 @@ def local_lipschitz(
     *,
     iterations: int = 50,
     tol: float = 1e-6,
+    args: Any = None,
 ) -> LocalLipschitz:
     r"""Estimates :math:`\|J_{fn}(x_i)\|_2` at every point ``x_i`` of ``x`` (``(n, *event)``).
 
     ``fn`` maps one event (an array of shape ``x.shape[1:]``) to an array of any shape; it
     must be differentiable in forward mode (``jax.linearize``). Start vectors are standard
-    normal draws from ``key``, one per point.
+    normal draws from ``key``, one per point. With ``args`` (a pytree of arrays with leading
+    axis ``n``), ``fn(event, args_i)`` is measured in the event with ``args_i`` held fixed.
 
     Example:
         >>> a = jnp.array([[2.0, 1.0], [0.0, 1.0]])
@@ -136,16 +147,21 @@ def local_lipschitz(
     _check(iterations, tol)
     x = jnp.asarray(x)
     event_shape, d = x.shape[1:], math.prod(x.shape[1:])
-    flat = _flat(fn, event_shape)
 
-    def one(point, v0):
-        out, jvp = jax.linearize(flat, point)
+    def one(point, v0, a):
+        out, jvp = jax.linearize(_flat(fn, event_shape, a), point)
         vjp_t = jax.linear_transpose(jvp, point)
         return (*top_singular_value(jvp, lambda u: vjp_t(u)[0], v0, iterations, tol), out)
 
     points = x.reshape(x.shape[0], d)
-    values, steps, out = jax.vmap(one)(points, _start_vectors(key, x.shape[0], d, points.dtype))
-    out_shape = jax.eval_shape(fn, jax.ShapeDtypeStruct(event_shape, x.dtype)).shape
+    starts = _start_vectors(key, x.shape[0], d, points.dtype)
+    values, steps, out = _per_point(one, points, starts, args)
+    event = jax.ShapeDtypeStruct(event_shape, x.dtype)
+    if args is None:
+        out_shape = jax.eval_shape(fn, event).shape
+    else:
+        one_args = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), args)
+        out_shape = jax.eval_shape(fn, event, one_args).shape
     return LocalLipschitz(values, steps, out.reshape(x.shape[0], *out_shape))
 
 
@@ -157,6 +173,7 @@ def local_inverse_lipschitz(
     iterations: int = 50,
     tol: float = 1e-6,
     solve_tol: float | None = None,
+    args: Any = None,
 ) -> LocalLipschitz:
     r"""Estimates :math:`\|J_{fn^{-1}}(fn(x_i))\|_2 = 1/\sigma_{\min}(J_{fn}(x_i))` per point.
 
@@ -164,7 +181,8 @@ def local_inverse_lipschitz(
     :math:`J^{-1}` (:math:`J = J_{fn}(x_i)`), whose products are GMRES solves with the
     forward-mode product :math:`Jv` and its transpose, to relative tolerance ``solve_tol``
     (default: 10 times the dtype's machine epsilon). Use it when ``fn^{-1}`` has no
-    forward-mode derivative; the two agree wherever ``fn^{-1}`` is exact.
+    forward-mode derivative; the two agree wherever ``fn^{-1}`` is exact. ``args`` as for
+    :func:`local_lipschitz`.
 
     Example:
         >>> a = jnp.array([[2.0, 1.0], [0.0, 1.0]])
@@ -175,15 +193,14 @@ def local_inverse_lipschitz(
     _check(iterations, tol)
     x = jnp.asarray(x)
     event_shape, d = x.shape[1:], math.prod(x.shape[1:])
-    flat = _flat(fn, event_shape)
     rtol = 10 * float(jnp.finfo(x.dtype).eps) if solve_tol is None else solve_tol
     restart = min(d, 20)
 
     def solver(op):
         return lambda b: gmres(op, b, tol=rtol, atol=0.0, restart=restart, maxiter=8 * d)[0]
 
-    def one(point, v0):
-        out, jvp = jax.linearize(flat, point)
+    def one(point, v0, a):
+        out, jvp = jax.linearize(_flat(fn, event_shape, a), point)
         if out.shape != point.shape:
             raise ShapeError(
                 f"local_inverse_lipschitz needs a map of an event onto one of the same size, "
@@ -195,5 +212,6 @@ def local_inverse_lipschitz(
         return (*top_singular_value(inv, inv_t, v0, iterations, tol), out)
 
     points = x.reshape(x.shape[0], d)
-    values, steps, out = jax.vmap(one)(points, _start_vectors(key, x.shape[0], d, points.dtype))
+    starts = _start_vectors(key, x.shape[0], d, points.dtype)
+    values, steps, out = _per_point(one, points, starts, args)
     return LocalLipschitz(values, steps, out.reshape(x.shape))

@@ -17,6 +17,9 @@ from the dequantized ``k + u`` to ``z``; integer ``x`` are dequantized first wit
 own dequantizer (stream ``dequant`` from ``key``), or pass already dequantized floats with
 ``dequantized=True``. Any other non-bijective layer (absolute value, augmentation, max-pool,
 slicing) raises :class:`~jflows.errors.NotBijectiveError`: measure a bijective sub-model.
+For a continuously indexed flow (CIF) the map measured is the per-index bijection
+``F(.; u)`` with each layer's index held at a draw (or the mean) of ``q(u | x)`` at the point
+(:mod:`jflows.models.measured_map`).
 
 **Inverses.** Coupling flows' inverses are differentiated directly (forward- and reverse-mode).
 Fixed-point inverses with implicit gradients (residual flows) have no forward-mode derivative;
@@ -35,10 +38,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jflows.bijectors import Chain, Kind
-from jflows.errors import ConfigError, NotBijectiveError
+from jflows.errors import ConfigError
 from jflows.kernels.local_lipschitz import local_inverse_lipschitz, local_lipschitz
 from jflows.models.flow import Flow
+from jflows.models.measured_map import measured_map
 from jflows.names import DEQUANT
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -109,90 +112,44 @@ class LipschitzReport:
                 f"{self.bi_lipschitz:.4g} over {len(self.forward.values)} points")
 
 
-def _leading_dequantizers(flow: Flow) -> int:
-    """How many leading layers of ``flow`` are dequantizers; raises if the rest is no bijection."""
-    if flow.kind == Kind.BIJECTION:
-        return 0
-    layers = list(flow.bijector.bijectors) if isinstance(flow.bijector, Chain) else []
-    skip = 0
-    while skip < len(layers) and DEQUANT in layers[skip].rng_streams \
-            and layers[skip].kind == Kind.STOCHASTIC:
-        skip += 1
-    rest = layers[skip:]
-    bad = [type(layer).__name__ for layer in rest if layer.kind != Kind.BIJECTION]
-    if skip and not bad:
-        return skip
-    where = f" (its layers {', '.join(bad)})" if bad else ""
-    raise NotBijectiveError(
-        f"bi_lipschitz needs a bijective map, but this flow is a "
-        f"{flow.kind.name.lower().replace('_', ' ')}{where}, so f has no inverse to measure; "
-        f"pass a model built from its bijective layers only (e.g. the flow inside an "
-        f"absolute/augmented/max-pool model, or preprocessing=image_preprocessing(levels)[1:] "
-        f"evaluated on dequantized data)"
-    )
-
-
-def _maps(flow: Flow, skip: int):
-    """Flax methods ``(dequantize, forward, inverse)`` of the measured map."""
-    def cast(a):
-        return a if flow.dtype is None else jnp.asarray(a, flow.dtype)
-
-    if skip == 0:
-        return None, (lambda m, e: m.forward(e)), (lambda m, e: m.inverse(e))
-
-    def dequantize(m, k):
-        x = cast(k)
-        for layer in m.bijector.bijectors[:skip]:
-            x = layer.forward(x)
-        return x
-
-    def forward(m, e):
-        e = cast(e)
-        for layer in m.bijector.bijectors[skip:]:
-            e = layer.forward(e)
-        return e
-
-    def inverse(m, e):
-        e = cast(e)
-        for layer in reversed(m.bijector.bijectors[skip:]):
-            e = layer.inverse(e)
-        return e
-
-    return dequantize, forward, inverse
-
-
 _CACHE: collections.OrderedDict = collections.OrderedDict()
 _CACHE_SIZE = 8
 
 
-def _compiled(flow: Flow, skip: int, iterations: int, tol: float):
-    """Jitted ``(dequantize, measure)`` of ``flow``, cached per flow object and settings."""
-    key = (id(flow), skip, iterations, tol)
+def _compiled(flow: Flow, index: str | None, iterations: int, tol: float):
+    """``(measured map, jitted prepare, jitted measure)`` of ``flow``, cached per flow object."""
+    key = (id(flow), index, iterations, tol)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is flow:
         _CACHE.move_to_end(key)
         return hit[1]
-    dequantize, forward, inverse = _maps(flow, skip)
+    target = measured_map(flow, index)
 
     def single(method, v):
-        return lambda e: flow.apply(v, e[None], method=method)[0]
+        def one(e, *args):
+            batched = jax.tree.map(lambda a: a[None], args[0]) if args else None
+            return flow.apply(v, e[None], batched, method=method)[0]
+        return one
 
-    def measure(v, pts, kf, ki, implicit):
-        f_est = local_lipschitz(single(forward, v), pts, kf, iterations=iterations, tol=tol)
+    def measure(v, pts, args, kf, ki, implicit):
+        forward = single(target.forward, v)
+        f_est = local_lipschitz(forward, pts, kf, iterations=iterations, tol=tol, args=args)
         z = f_est.outputs
         if implicit:
-            x_back = flow.apply(v, z, method=inverse)
-            i_est = local_inverse_lipschitz(single(forward, v), x_back, ki,
-                                            iterations=iterations, tol=tol)
+            x_back = flow.apply(v, z, args, method=target.inverse)
+            i_est = local_inverse_lipschitz(forward, x_back, ki, iterations=iterations,
+                                            tol=tol, args=args)
         else:
-            i_est = local_lipschitz(single(inverse, v), z, ki, iterations=iterations, tol=tol)
+            i_est = local_lipschitz(single(target.inverse, v), z, ki, iterations=iterations,
+                                    tol=tol, args=args)
             x_back = i_est.outputs
         return f_est.values, i_est.values, jnp.max(jnp.abs(x_back - pts))
 
-    def draw(v, k, rng):
-        return flow.apply(v, k, method=dequantize, rngs={DEQUANT: rng})
+    def prepare(v, x, rng):
+        return flow.apply(v, x, method=target.prepare, rngs={target.stream: rng})
 
-    fns = (jax.jit(draw) if dequantize else None, jax.jit(measure, static_argnums=4))
+    fns = (target, jax.jit(prepare) if target.prepare else None,
+           jax.jit(measure, static_argnums=5))
     _CACHE[key] = (flow, fns)
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -210,23 +167,27 @@ def bi_lipschitz(
     quantiles: Sequence[float] = QUANTILES,
     inverse_method: str = "auto",
     dequantized: bool = False,
+    index: str | None = None,
     batch_size: int = 1000,
 ) -> LipschitzReport:
     r"""Local Lipschitz constants of ``f`` and ``f^-1`` of ``flow`` over the data ``x``.
 
     Args:
-        flow: a bijective flow (use the evaluation model of residual flows), or one whose
-            layers start with dequantizers (see the module docstring).
+        flow: a bijective flow (use the evaluation model of residual flows), one whose
+            layers start with dequantizers, or a CIF (see the module docstring).
         variables: its variables.
         x: data points, shape ``(n, *flow.event_shape)``.
         iterations: power-iteration steps per point (at most).
         tol: stop a point's iteration once its estimate changes by less than this (relative).
-        key: seeds the start vectors (and the dequantization noise); default ``key(0)``.
+        key: seeds the start vectors (and the dequantization noise or the CIF indices);
+            default ``key(0)``.
         quantiles: quantile levels reported (in ``[0, 1]``).
         inverse_method: ``"direct"`` (differentiate ``Flow.inverse``), ``"implicit"``
             (:math:`J_f(x)^{-1}` by linear solves) or ``"auto"`` (direct where ``Flow.inverse``
             has a forward-mode derivative, else implicit).
         dequantized: ``x`` is already dequantized (models with dequantizers only).
+        index: CIF only: hold each layer's index at a draw (``"sample"``, the default) or at
+            the mean (``"mean"``) of its approximate posterior ``q(u | x)``.
         batch_size: points per compiled call.
 
     Returns:
@@ -247,23 +208,23 @@ def bi_lipschitz(
                           f"{inverse_method!r}")
     if any(not 0 <= q <= 1 for q in quantiles):
         raise ConfigError(f"quantiles must lie in [0, 1], got {tuple(quantiles)}")
-    skip = _leading_dequantizers(flow)
-    if dequantized and not skip:
+    target, prepare, compiled = _compiled(flow, index, iterations, tol)
+    if dequantized and target.stream != DEQUANT:
         raise ConfigError("dequantized=True, but this flow has no dequantization layer; drop it")
     key = jax.random.key(0) if key is None else key
-    key_deq, key_f, key_i = jax.random.split(key, 3)
-    dequantize, compiled = _compiled(flow, skip, iterations, tol)
+    key_prepare, key_f, key_i = jax.random.split(key, 3)
     x = jnp.asarray(x)
     if x.ndim < 1 or x.shape[0] < 1:
         raise ConfigError(f"bi_lipschitz needs a batch of at least one point, got {x.shape}")
-    if skip and not dequantized:
-        x = dequantize(variables, x, key_deq)
-    measured = "f: data -> latent" if not skip else "f: dequantized data -> latent"
+    indices = None
+    if prepare is not None and not dequantized:
+        x, indices = prepare(variables, x, key_prepare)
     method = inverse_method
     f_vals, i_vals, errors = [], [], []
     for start in range(0, x.shape[0], batch_size):
-        args = (variables, x[start : start + batch_size], jax.random.fold_in(key_f, start),
-                jax.random.fold_in(key_i, start))
+        rows = slice(start, start + batch_size)
+        args = (variables, x[rows], jax.tree.map(lambda a, r=rows: a[r], indices),
+                jax.random.fold_in(key_f, start), jax.random.fold_in(key_i, start))
         if method == "auto":
             try:
                 out = compiled(*args, False)
@@ -289,4 +250,5 @@ def bi_lipschitz(
         errors.append(float(out[2]))
     fwd = MapLipschitz.of(np.concatenate(f_vals), quantiles)
     inv = MapLipschitz.of(np.concatenate(i_vals), quantiles)
-    return LipschitzReport(fwd, inv, fwd.max * inv.max, max(errors), method, measured)
+    return LipschitzReport(fwd, inv, fwd.max * inv.max, max(errors), method,
+                           target.description)
