@@ -235,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--lipschitz-points", type=positive_int, default=1000, metavar="N",
         help="rows measured by --lipschitz (a seeded subsample of larger data; default 1000)",
     )
+    evaluate.add_argument(
+        "--labels", help="hybrid runs: .npy of integer labels of a .npy --data, one per row "
+        "(default: the run's own labels file for its data, else DATA_labels.npy beside it)",
+    )
     _add_eval_options(evaluate)
     sample = sub.add_parser("sample", help="draw samples from a trained run")
     sample.add_argument("--run", required=True, help="run directory")

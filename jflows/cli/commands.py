@@ -16,6 +16,7 @@ import numpy as np
 from jflows.bijectors import Kind
 from jflows.cli.arguments import parse_options
 from jflows.errors import ConfigError, DataError, JflowsError, TrainingDivergedError
+from jflows.models.hybrid import flow_part
 from jflows.training import evaluate_nll, load_run, make_eval_step
 from jflows.training.curves import (
     CURVES_FILE,
@@ -31,7 +32,12 @@ from jflows.training.figures import (
     read_figure,
 )
 from jflows.training.fit import METRICS_FILE
-from jflows.training.hybrid_run import train_hybrid_run
+from jflows.training.hybrid_run import (
+    evaluate_hybrid_run,
+    is_hybrid,
+    labels_for_eval,
+    train_hybrid_run,
+)
 from jflows.training.lipschitz_eval import run_lipschitz
 from jflows.training.lock import run_lock
 from jflows.training.metrics import read_json, summarize_nll, write_json
@@ -181,10 +187,12 @@ def cmd_eval(args) -> int:
         "n": len(x),
         "step": int(run.state.step),
     }
+    hybrid_line = _hybrid_accuracy(args, run, x, record) if is_hybrid(config) else ""
     lipschitz_line = None
     if getattr(args, "lipschitz", False):
+        flow, variables = flow_part(run.eval_model, run.state.variables())
         record["lipschitz"], lipschitz_line = run_lipschitz(
-            args.run, run.eval_model, run.state.variables(), x, points=args.lipschitz_points,
+            args.run, flow, variables, x, points=args.lipschitz_points,
             title=run_caption(config["model"], int(run.state.step)),
         )
     write_json(os.path.join(args.run, "eval.json"), record)
@@ -194,10 +202,20 @@ def cmd_eval(args) -> int:
     line = f"{what} {read_figure(record, None, 'nll'):.4f} nats"
     if image:
         line += f", {read_figure(record, None, 'bits_per_dim'):.4f} bits/dim"
-    print(f"{line} on {len(x)} rows of {args.data}{_own_file_note(args.data, config)}")
+    print(f"{line}{hybrid_line} on {len(x)} rows of {args.data}"
+          f"{_own_file_note(args.data, config)}")
     if lipschitz_line:
         print(f"Lipschitz estimates: {lipschitz_line}")
     return 0
+
+
+def _hybrid_accuracy(args, run, x, record: dict) -> str:
+    """A hybrid run's accuracy on ``x`` into ``record``; the text for the printed line."""
+    y, why = labels_for_eval(args.data, run.config, len(x), getattr(args, "labels", None))
+    if y is None:
+        return f" (hybrid run: {why}, so no classification figure)"
+    record["accuracy"] = evaluate_hybrid_run(run, x, y)["accuracy"]
+    return f", accuracy {record['accuracy']:.4f}"
 
 
 def _eval_overrides(args) -> dict:

@@ -138,6 +138,37 @@ class Hybrid(nn.Module):
         log_prob, logits = self.log_prob_and_logits(x)
         return jnp.mean(hybrid_objective(log_prob, logits, y, lam, self.dims))
 
+    def forward(self, x: jax.Array) -> jax.Array:
+        """The flow's data-to-latent map ``z = f(x)`` (what the head sees)."""
+        return self.flow.forward(x)
+
+    def inverse(self, z: jax.Array) -> jax.Array:
+        """The flow's latent-to-data map."""
+        return self.flow.inverse(z)
+
+    def sample(self, n: int, temperature: float = 1.0) -> jax.Array:
+        """``n`` draws of the flow (stream ``sample``); the head plays no part."""
+        return self.flow.sample(n, temperature)
+
+
+def flow_part(model: nn.Module, variables: dict) -> tuple[nn.Module, dict]:
+    """``(flow, its variables)`` of a :class:`Hybrid`; any other model is returned as it is.
+
+    Every collection of a hybrid's variables (``params``, ``lipschitz``, ...) holds the flow's
+    under the key ``"flow"``, so the flow alone can go where a :class:`jflows.models.Flow` is
+    needed (e.g. :func:`jflows.models.bi_lipschitz`).
+
+    Example:
+        >>> model = hybrid(jflows.models.realnvp((2,), n_couplings=2, hidden=(8,)), 2)
+        >>> v = model.init(jax.random.key(0), jnp.ones((3, 2)), method="log_prob")
+        >>> flow, flow_v = flow_part(model, v)
+        >>> sorted(v["params"]), type(flow).__name__, "head_out" in flow_v["params"]
+        (['flow', 'head_out'], 'Flow', False)
+    """
+    if not isinstance(model, Hybrid):
+        return model, variables
+    return model.flow, {c: v["flow"] for c, v in variables.items() if "flow" in v}
+
 
 def hybrid(flow: nn.Module, n_classes: int, *, head_hidden: Sequence[int] = ()) -> Hybrid:
     """Wraps ``flow`` in a :class:`Hybrid` with a ``n_classes``-way head on its latent.

@@ -35,7 +35,7 @@ from jflows.models.hybrid import hybrid_objective
 from jflows.names import CONSTANTS, LIPSCHITZ, PARAMS
 from jflows.training.parallel import batch_sharding, make_mesh, replicated_sharding
 from jflows.training.state import TrainState, create_train_state, stream_keys
-from jflows.training.step import _all_finite, _select
+from jflows.training.step import _all_finite, _select, make_lipschitz_refresh
 
 
 def _jit(fn, mesh: Mesh | None, out, donate_argnums=()):
@@ -47,7 +47,8 @@ def _jit(fn, mesh: Mesh | None, out, donate_argnums=()):
     )
 
 
-def _check_lam(lam) -> float:
+def check_lambda(lam) -> float:
+    """``lam`` as a float, checked to be a number >= 0 (else a ConfigError naming it)."""
     if isinstance(lam, bool) or not isinstance(lam, int | float) or not lam >= 0:
         raise ConfigError(f"the hybrid weight lambda must be a number >= 0, got {lam!r}")
     return float(lam)
@@ -55,7 +56,7 @@ def _check_lam(lam) -> float:
 
 def hybrid_train_step_fn(model: nn.Module, optimizer: optax.GradientTransformation, lam: float):
     """The un-jitted ``step(state, (x, y), key) -> (state, metrics)`` of a hybrid model."""
-    lam, dims = _check_lam(lam), model.dims
+    lam, dims = check_lambda(lam), model.dims
 
     def step(state: TrainState, batch, key: jax.Array):
         x, y = batch
@@ -216,6 +217,8 @@ def fit_hybrid(
         idx = np.asarray(jax.random.randint(jax.random.fold_in(data_key, i), (batch_size,), 0,
                                             len(x_tr)))
         state, metrics = step(state, (x_tr[idx], y_tr[idx]), jax.random.fold_in(step_key, i))
+    # the saved state's spectral-norm vectors match its final weights (as fit's checkpoints)
+    state = make_lipschitz_refresh(eval_model)(state, x_tr[:batch_size], step_key)
     ev = evaluate_hybrid(make_hybrid_eval_step(eval_model), state, x_te, y_te,
                          min(eval_batch_size, len(x_te)), jax.random.key(0))
     return state, {

@@ -1,6 +1,6 @@
 """The typed, versioned record of a run: what ``config.json`` holds.
 
-A :class:`RunConfig` has three parts, each a typed field group:
+A :class:`RunConfig` has three parts (and an optional fourth), each a typed field group:
 
 * **model**: ``model`` (a name of ``jflows.models.MODELS``) and its factory ``options``
   (converted to the factory's types by :func:`jflows.training.options.coerce_options`);
@@ -14,6 +14,9 @@ A :class:`RunConfig` has three parts, each a typed field group:
   ``warmup_steps``, ``grad_clip``, ``weight_decay``), evaluation and checkpoints
   (``eval_every``, ``checkpoint_every``, ``eval_batch_size``, ``patience``) and the sampling
   ``temperature`` of the pictures;
+* **hybrid** (optional; runs of ``jflows train --hybrid-lambda``): ``hybrid_lambda``, the
+  number of classes ``n_classes`` of the classifier head on the flow's latent, and ``labels``
+  (the absolute path of a ``--labels`` file, None for the default beside the data);
 
 plus ``version`` (:data:`CONFIG_VERSION`) and ``jflows_version``. Every field is checked
 against its type when a record is made, so a wrong value is reported by name, not found later.
@@ -90,6 +93,10 @@ class RunConfig(Mapping):
     eval_batch_size: int = 1000
     patience: int = 0
     temperature: float = 1.0
+    # hybrid runs (jflows train --hybrid-lambda): None for a plain density model
+    hybrid_lambda: float | None = None
+    n_classes: int | None = None
+    labels: str | None = None
     # provenance
     version: int = CONFIG_VERSION
     jflows_version: str = ""

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jflows import __version__
 from jflows.errors import CheckpointError, ConfigError
-from jflows.models import MODELS, image_preprocessing, vector_preprocessing
+from jflows.models import MODELS, hybrid, image_preprocessing, vector_preprocessing
 from jflows.training.checkpoints import CHECKPOINT_DIR, Checkpointer
 from jflows.training.lock import LOCK_FILE
 from jflows.training.metrics import read_json
@@ -64,7 +64,8 @@ def build_model(config: RunConfig, *, training: bool = True) -> nn.Module:
         training: training-mode estimators (True) or evaluation mode (False).
 
     Returns:
-        The model (a :class:`jflows.models.Flow`).
+        The model (a :class:`jflows.models.Flow`; for a hybrid run, one with ``n_classes``,
+        the :class:`jflows.models.Hybrid` around it).
 
     Example:
         >>> flow = build_model(read_config("runs/moons"), training=False)  # a run of jflows train
@@ -80,7 +81,10 @@ def build_model(config: RunConfig, *, training: bool = True) -> nn.Module:
         )
     factory = MODELS[config["model"]]
     shape = tuple(config["event_shape"])
-    return factory(shape, preprocessing=pre, training=training, **options)
+    flow = factory(shape, preprocessing=pre, training=training, **options)
+    if config.get("n_classes") is not None:  # a hybrid run: the flow plus its classifier head
+        return hybrid(flow, config["n_classes"])
+    return flow
 
 
 def build_optimizer(config: RunConfig):

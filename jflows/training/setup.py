@@ -194,6 +194,11 @@ def check_resume(config: RunConfig, stored: RunConfig, out_dir) -> None:
             a, b = a or "uniform", b or "uniform"
         return a == b
 
+    if stored.get("n_classes") is not None:
+        raise ConfigError(
+            f"{os.fspath(out_dir)!r} holds a hybrid run (jflows train --hybrid-lambda), which "
+            f"does not resume; pass a new --out directory"
+        )
     clash = [k for k in IDENTITY if k in stored and not same(k)]
     if clash:
         was = ", ".join(f"{k}={stored.get(k)!r}" for k in clash)
