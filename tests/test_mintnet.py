@@ -243,6 +243,23 @@ def test_mintnet_refuses_vectors_and_indivisible_images():
         jm.mintnet((6, 6, 1), stages=3)
 
 
+def test_mintnet_glow_and_maxpool_share_the_image_size_check():
+    with pytest.raises(ConfigError, match="; for vectors use realnvp or resflow"):
+        jm.mintnet((4,))
+    with pytest.raises(ConfigError, match="mintnet with stages=0 needs"):
+        jm.mintnet((4, 4, 1), stages=0)
+    with pytest.raises(ConfigError, match=r"\(and layers_per_stage >= 1\), got 4x4, layers_"):
+        jm.mintnet((4, 4, 1), layers_per_stage=0)
+    jm.mintnet((6, 6, 1), stages=1)  # no squeeze: any height and width
+    with pytest.raises(ConfigError, match=r"glow with levels=1 needs H and W divisible by 2 "
+                                          r"\(and steps >= 1\), got 4x4, steps=0"):
+        jm.glow((4, 4, 1), levels=1, steps=0)
+    with pytest.raises(ConfigError, match="maxpool models images"):
+        jm.maxpool((4,))
+    with pytest.raises(ConfigError, match="maxpool with levels=2 needs H and W divisible by 4"):
+        jm.maxpool((6, 6, 1), levels=2)
+
+
 @pytest.mark.slow
 def test_cli_trains_mintnet_on_digits_and_reports_bits_per_dim(tmp_path):
     from jflows.cli import main

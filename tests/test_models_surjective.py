@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import numpy as np
+import pytest
 
 from jflows import models as jm
 from jflows.data import sample_toy
@@ -43,3 +46,20 @@ def test_interleaved_order():
     assert interleaved(2, 2) == (0, 2, 1, 3)
     assert interleaved(3, 1) == (0, 3, 1, 2)
     assert sorted(interleaved(5, 3)) == list(range(8))
+
+
+def test_absolute_and_augmented_forward_every_coupling_option_to_realnvp():
+    """Their couplings are realnvp's with the same options (one shared list of names)."""
+    from jflows.models.vector_couplings import COUPLING_OPTIONS, vector_couplings
+
+    options = dict(n_couplings=4, hidden=(5, 7), scale_map="exp", actnorm=True, unroll=2)
+    assert set(options) == set(COUPLING_OPTIONS)
+    for factory in (jm.realnvp, jm.absolute, jm.augmented):
+        assert set(COUPLING_OPTIONS) <= set(inspect.signature(factory).parameters)
+    absolute = jm.absolute((3,), learned_signs=False, **options).bijector.bijectors[1]
+    augmented = jm.augmented((3,), augment=2, **options).bijector.bijectors[2]
+    assert repr(absolute) == repr(jm.realnvp((3,), **options).bijector)
+    assert repr(augmented) == repr(jm.realnvp((5,), **options).bijector)
+    assert repr(absolute) != repr(jm.realnvp((3,), **{**options, "unroll": 1}).bijector)
+    with pytest.raises(TypeError, match="lacks"):
+        vector_couplings((3,), "float32", {"n_couplings": 2})

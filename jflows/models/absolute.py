@@ -9,7 +9,7 @@ from jflows.bijectors import AbsoluteValue, Bijector
 from jflows.errors import ConfigError
 from jflows.models.common import assemble_flow, event_kind, model_dtype
 from jflows.models.flow import Flow
-from jflows.models.realnvp import realnvp
+from jflows.models.vector_couplings import vector_couplings
 
 
 def absolute(
@@ -73,9 +73,7 @@ def absolute(
             f"absolute models vectors (d,), got event_shape {tuple(event_shape)}; for images "
             "put jflows.bijectors.AbsoluteValue(event_ndims=3) in front of an image flow"
         )
-    core = realnvp(
-        event_shape, n_couplings=n_couplings, hidden=hidden, scale_map=scale_map,
-        actnorm=actnorm, unroll=unroll, dtype=dtype,
-    ).bijector
+    # n_couplings, hidden, scale_map, actnorm, unroll go to realnvp unchanged
+    core = vector_couplings(event_shape, dtype, locals())
     signs = AbsoluteValue(learned_signs=learned_signs, hidden=tuple(sign_hidden), param_dtype=dtype)
     return assemble_flow(event_shape, [signs, core], preprocessing, base, dtype)

@@ -9,7 +9,7 @@ from jflows.bijectors import Augment, Bijector, Permute
 from jflows.errors import ConfigError
 from jflows.models.common import assemble_flow, event_kind, model_dtype
 from jflows.models.flow import Flow
-from jflows.models.realnvp import realnvp
+from jflows.models.vector_couplings import vector_couplings
 
 
 def augmented(
@@ -73,10 +73,8 @@ def augmented(
         raise ConfigError(f"augment must be an int >= 1 (dimensions to append), got {augment!r}")
     (d,) = (int(s) for s in event_shape)
     latent = (d + augment,)
-    core = realnvp(
-        latent, n_couplings=n_couplings, hidden=hidden, scale_map=scale_map, actnorm=actnorm,
-        unroll=unroll, dtype=dtype,
-    ).bijector
+    # n_couplings, hidden, scale_map, actnorm, unroll go to realnvp unchanged
+    core = vector_couplings(latent, dtype, locals())
     extra = Augment(features=augment, hidden=tuple(q_hidden), param_dtype=dtype)
     mix = Permute(interleaved(d, augment))
     return assemble_flow(

@@ -70,6 +70,43 @@ def event_kind(event_shape: Sequence[int]) -> str:
     )
 
 
+def require_image_scales(
+    model: str,
+    event_shape: Sequence[int],
+    scales: tuple[str, int],
+    depth: tuple[str, int],
+    squeezes: int,
+    hint: str = "",
+) -> tuple[int, int, int]:
+    """Checks a multi-scale image model's event shape and sizes; returns ``(H, W, C)``.
+
+    The model squeezes (space-to-depth by 2) ``squeezes`` times, so H and W must be divisible
+    by ``2 ** squeezes``; ``scales`` and ``depth`` are ``(argument name, value)`` pairs of its
+    number of scales and of layers per scale, both at least 1.
+
+    Raises:
+        ConfigError: ``event_shape`` is not ``(H, W, C)`` (the message ends with ``hint``), a
+            count is below 1, or H or W is not divisible.
+
+    Example:
+        >>> require_image_scales("glow", (8, 8, 1), ("levels", 2), ("steps", 4), squeezes=2)
+        (8, 8, 1)
+    """
+    if event_kind(event_shape) != "image":
+        raise ConfigError(
+            f"{model} models images (H, W, C), got event_shape {tuple(event_shape)}{hint}"
+        )
+    h, w, c = (int(s) for s in event_shape)
+    (scales_name, n_scales), (depth_name, n_depth) = scales, depth
+    div = 2 ** max(squeezes, 0)
+    if n_scales < 1 or n_depth < 1 or h % div or w % div:
+        raise ConfigError(
+            f"{model} with {scales_name}={n_scales} needs H and W divisible by {div} (and "
+            f"{depth_name} >= 1), got {h}x{w}, {depth_name}={n_depth}"
+        )
+    return h, w, c
+
+
 def assemble_flow(
     event_shape: Sequence[int],
     layers: Sequence[Bijector],

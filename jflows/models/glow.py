@@ -16,8 +16,7 @@ from jflows.bijectors import (
     Squeeze,
     Stack,
 )
-from jflows.errors import ConfigError
-from jflows.models.common import assemble_flow, event_kind, model_dtype
+from jflows.models.common import assemble_flow, model_dtype, require_image_scales
 from jflows.models.flow import Flow
 
 
@@ -102,14 +101,6 @@ def glow(
     """
     del training
     dtype = model_dtype(dtype, "glow")
-    if event_kind(event_shape) != "image":
-        raise ConfigError(f"glow models images (H, W, C), got event_shape {tuple(event_shape)}")
-    h, w, _ = event_shape
-    div = 2**levels
-    if levels < 1 or steps < 1 or h % div or w % div:
-        raise ConfigError(
-            f"glow with levels={levels} needs H and W divisible by {div} (and steps >= 1), "
-            f"got {h}x{w}, steps={steps}"
-        )
+    require_image_scales("glow", event_shape, ("levels", levels), ("steps", steps), squeezes=levels)
     core = _level(0, levels, steps, hidden, coupling, lu, learned_prior, unroll, dtype)
     return assemble_flow(event_shape, [core], preprocessing, "standard", dtype)

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from jflows.bijectors import Bijector, GlowStep, Layer, MaxPool2d, Squeeze, Stack
-from jflows.errors import ConfigError
-from jflows.models.common import assemble_flow, event_kind, model_dtype
+from jflows.models.common import assemble_flow, model_dtype, require_image_scales
 from jflows.models.flow import Flow
 
 
@@ -63,15 +62,10 @@ def maxpool(
     """
     del training
     dtype = model_dtype(dtype, "maxpool")
-    if event_kind(event_shape) != "image":
-        raise ConfigError(f"maxpool models images (H, W, C), got {tuple(event_shape)}")
-    h, w, c = (int(s) for s in event_shape)
+    h, w, c = require_image_scales(
+        "maxpool", event_shape, ("levels", levels), ("steps", steps), squeezes=levels
+    )
     div = 2**levels
-    if levels < 1 or steps < 1 or h % div or w % div:
-        raise ConfigError(
-            f"maxpool with levels={levels} needs H and W divisible by {div} (and steps >= 1), "
-            f"got {h}x{w}, steps={steps}"
-        )
     step = functools.partial(GlowStep, hidden=hidden, coupling=coupling, lu=lu, param_dtype=dtype)
     layers: list[Layer] = [Squeeze(), Stack(step, length=steps, unroll=unroll)]
     for _ in range(levels - 1):

@@ -8,7 +8,7 @@ from typing import Literal
 
 from jflows.bijectors import ActNorm, Bijector, Chain, Inverse, MintLayer, Squeeze, Stack
 from jflows.errors import ConfigError
-from jflows.models.common import assemble_flow, event_kind, model_dtype
+from jflows.models.common import assemble_flow, model_dtype, require_image_scales
 from jflows.models.flow import Flow
 
 
@@ -94,18 +94,10 @@ def mintnet(
     """
     del training
     dtype = model_dtype(dtype, "mintnet")
-    if event_kind(event_shape) != "image":
-        raise ConfigError(
-            f"mintnet models images (H, W, C), got event_shape {tuple(event_shape)}; for "
-            "vectors use realnvp or resflow"
-        )
-    h, w, c = (int(s) for s in event_shape)
-    div = 2 ** (stages - 1) if stages >= 1 else 1
-    if stages < 1 or layers_per_stage < 1 or h % div or w % div:
-        raise ConfigError(
-            f"mintnet with stages={stages} needs H and W divisible by {div} (and "
-            f"layers_per_stage >= 1), got {h}x{w}, layers_per_stage={layers_per_stage}"
-        )
+    _, _, c = require_image_scales(
+        "mintnet", event_shape, ("stages", stages), ("layers_per_stage", layers_per_stage),
+        squeezes=stages - 1, hint="; for vectors use realnvp or resflow",
+    )
     if hidden < 1:
         raise ConfigError(f"mintnet hidden must be a positive int, got {hidden!r}; e.g. 32")
     layer = dict(
