@@ -1,9 +1,10 @@
 r"""Training and evaluation steps for hybrid models (:mod:`jflows.models.hybrid`).
 
 The steps mirror :func:`jflows.training.make_train_step` and
-:func:`jflows.training.make_eval_step` (same NaN guard, same handling of the ``lipschitz``
-collection, same mesh argument), but the batch is a pair ``(x, y)`` of data and integer labels
-and the loss is the hybrid objective ``mean(-(log p(y|x) + lam * log p(x) / D))``.
+:func:`jflows.training.make_eval_step` (the same NaN guard and handling of the ``lipschitz``
+collection, shared in :mod:`jflows.training.guarded`, and the same mesh argument), but the
+batch is a pair ``(x, y)`` of data and integer labels and the loss is the hybrid objective
+``mean(-(log p(y|x) + lam * log p(x) / D))``.
 :func:`fit_hybrid` is a small loop around them (batches drawn with replacement, one evaluation
 at the end) that returns the test accuracy and NLL / bits per dimension.
 
@@ -32,10 +33,10 @@ from jax.sharding import Mesh
 
 from jflows.errors import ConfigError, DataError
 from jflows.models.hybrid import hybrid_objective
-from jflows.names import CONSTANTS, LIPSCHITZ, PARAMS
+from jflows.training.guarded import apply_for_eval, apply_with_collections, guarded_update
 from jflows.training.parallel import batch_sharding, make_mesh, replicated_sharding
 from jflows.training.state import TrainState, create_train_state, stream_keys
-from jflows.training.step import _all_finite, _select, make_lipschitz_refresh
+from jflows.training.step import make_lipschitz_refresh
 
 
 def _jit(fn, mesh: Mesh | None, out, donate_argnums=()):
@@ -61,19 +62,11 @@ def hybrid_train_step_fn(model: nn.Module, optimizer: optax.GradientTransformati
     def step(state: TrainState, batch, key: jax.Array):
         x, y = batch
         rngs = stream_keys(model, key)
-        mutable = sorted(c for c in state.collections if c != CONSTANTS)
 
         def loss_fn(params):
-            variables = {**state.variables(), PARAMS: params}
-            method = "log_prob_and_logits"
-            if mutable:
-                (log_prob, logits), updated = model.apply(
-                    variables, x, method=method, rngs=rngs, mutable=mutable
-                )
-                collections = {**state.collections, **updated}
-            else:
-                log_prob, logits = model.apply(variables, x, method=method, rngs=rngs)
-                collections = state.collections
+            (log_prob, logits), collections = apply_with_collections(
+                model, state, params, x, method="log_prob_and_logits", rngs=rngs
+            )
             loss = jnp.mean(hybrid_objective(log_prob, logits, y, lam, dims))
             accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
             return loss, (collections, -jnp.mean(log_prob), accuracy)
@@ -81,16 +74,7 @@ def hybrid_train_step_fn(model: nn.Module, optimizer: optax.GradientTransformati
         (loss, (collections, nll, acc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params
         )
-        finite = _all_finite(loss, grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=_select(finite, params, state.params),
-            collections=_select(finite, collections, state.collections),
-            opt_state=_select(finite, opt_state, state.opt_state),
-            nonfinite_steps=state.nonfinite_steps + jnp.where(finite, 0, 1).astype(jnp.int32),
-        )
+        new_state, finite = guarded_update(state, optimizer, loss, grads, collections)
         metrics = {
             "loss": loss, "nll": nll, "accuracy": acc,
             "grad_norm": optax.tree.norm(grads), "finite": finite,
@@ -131,9 +115,9 @@ def make_hybrid_eval_step(model: nn.Module, mesh: Mesh | None = None) -> Callabl
     def eval_step(state: TrainState, batch, key: jax.Array):
         x, y = batch
         rngs = stream_keys(model, key)
-        kwargs = {"mutable": [LIPSCHITZ]} if LIPSCHITZ in state.collections else {}
-        out = model.apply(state.variables(), x, method="log_prob_and_logits", rngs=rngs, **kwargs)
-        log_prob, logits = out[0] if kwargs else out
+        log_prob, logits = apply_for_eval(
+            model, state, x, method="log_prob_and_logits", rngs=rngs
+        )
         correct = (jnp.argmax(logits, -1) == y).astype(log_prob.dtype)
         return {"nll": -log_prob, "correct": correct}
 

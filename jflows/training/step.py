@@ -38,7 +38,8 @@ import optax
 from jax.sharding import Mesh
 
 from jflows.errors import ConfigError
-from jflows.names import CONSTANTS, LIPSCHITZ, PARAMS
+from jflows.names import LIPSCHITZ
+from jflows.training.guarded import apply_for_eval, apply_with_collections, guarded_update
 from jflows.training.parallel import batch_sharding, make_mesh, replicated_sharding
 from jflows.training.state import TrainState, stream_keys
 
@@ -68,17 +69,6 @@ def _jit_on_mesh(fn, mesh: Mesh | None, out_shardings, donate_argnums=()):
     )
 
 
-def _all_finite(loss, grads) -> jax.Array:
-    finite = jnp.isfinite(loss)
-    for g in jax.tree_util.tree_leaves(grads):
-        finite = jnp.logical_and(finite, jnp.all(jnp.isfinite(g)))
-    return finite
-
-
-def _select(pred, new, old):
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), new, old)
-
-
 def train_step_fn(
     model: nn.Module,
     optimizer: optax.GradientTransformation,
@@ -97,32 +87,16 @@ def train_step_fn(
 
     def step(state: TrainState, batch: jax.Array, key: jax.Array):
         x, rngs = batch, _rngs(model, key, axis_name)
-        mutable = sorted(c for c in state.collections if c != CONSTANTS)
 
         def loss_fn(params):
-            variables = {**state.variables(), PARAMS: params}
-            if mutable:
-                log_prob, updated = model.apply(
-                    variables, x, method="log_prob", rngs=rngs, mutable=mutable
-                )
-                collections = {**state.collections, **updated}
-            else:
-                log_prob = model.apply(variables, x, method="log_prob", rngs=rngs)
-                collections = state.collections
+            log_prob, collections = apply_with_collections(
+                model, state, params, x, method="log_prob", rngs=rngs
+            )
             return -jnp.mean(log_prob), collections
 
         (loss, collections), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         loss, grads = reduce(loss), reduce(grads)
-        finite = _all_finite(loss, grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=_select(finite, params, state.params),
-            collections=_select(finite, collections, state.collections),
-            opt_state=_select(finite, opt_state, state.opt_state),
-            nonfinite_steps=state.nonfinite_steps + jnp.where(finite, 0, 1).astype(jnp.int32),
-        )
+        new_state, finite = guarded_update(state, optimizer, loss, grads, collections)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite}
         return new_state, metrics
 
@@ -186,13 +160,7 @@ def eval_step_fn(
 
     def eval_step(state: TrainState, batch: jax.Array, key: jax.Array) -> jax.Array:
         x, rngs = batch, _rngs(model, key, axis_name)
-        if LIPSCHITZ in state.collections:
-            log_prob, _ = model.apply(
-                state.variables(), x, method=score, rngs=rngs, mutable=[LIPSCHITZ]
-            )
-        else:
-            log_prob = model.apply(state.variables(), x, method=score, rngs=rngs)
-        return -log_prob
+        return -apply_for_eval(model, state, x, method=score, rngs=rngs)
 
     return eval_step
 
