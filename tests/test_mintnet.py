@@ -243,6 +243,15 @@ def test_mintnet_refuses_vectors_and_indivisible_images():
         jm.mintnet((6, 6, 1), stages=3)
 
 
+def test_mintnet_trains_at_lr_2e_3_on_images_by_default(capsys):
+    from jflows.cli import main
+    from jflows.training.defaults import DEFAULTS, MODEL_DEFAULTS
+
+    assert MODEL_DEFAULTS[("mintnet", "image")]["lr"] == 2e-3 != DEFAULTS["image"]["lr"]
+    assert main(["train", "--help"]) == 0
+    assert "0.002 for mintnet on images" in " ".join(capsys.readouterr().out.split())
+
+
 def test_mintnet_glow_and_maxpool_share_the_image_size_check():
     with pytest.raises(ConfigError, match="; for vectors use realnvp or resflow"):
         jm.mintnet((4,))
@@ -269,6 +278,7 @@ def test_cli_trains_mintnet_on_digits_and_reports_bits_per_dim(tmp_path):
                  "--steps", "3", "--batch-size", "16", "--quiet", "--opt", "hidden=4",
                  "--opt", "layers_per_stage=1"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    assert json.loads((out / "config.json").read_text())["lr"] == 2e-3  # mintnet's default
     bpd = metrics["test_bits_per_dim_bound"]  # uniform dequantization: a bound
     assert np.isfinite(bpd) and 0.0 < bpd < 10.0
     assert (out / "samples.png").stat().st_size > 0
