@@ -15,6 +15,7 @@ import numpy as np
 
 from jflows.bijectors import Kind
 from jflows.cli.arguments import parse_options
+from jflows.cli.hybrid_commands import hybrid_accuracy, train_hybrid
 from jflows.errors import ConfigError, DataError, JflowsError, TrainingDivergedError
 from jflows.models.hybrid import flow_part
 from jflows.training import evaluate_nll, load_run, make_eval_step
@@ -32,12 +33,7 @@ from jflows.training.figures import (
     read_figure,
 )
 from jflows.training.fit import METRICS_FILE
-from jflows.training.hybrid_run import (
-    evaluate_hybrid_run,
-    is_hybrid,
-    labels_for_eval,
-    train_hybrid_run,
-)
+from jflows.training.hybrid_run import is_hybrid
 from jflows.training.lipschitz_eval import run_lipschitz
 from jflows.training.lock import run_lock
 from jflows.training.metrics import read_json, summarize_nll, write_json
@@ -94,7 +90,7 @@ def cmd_train(args) -> int:
     if args.devices is not None and args.devices < 1:
         raise ConfigError(f"--devices must be at least 1, got {args.devices}")
     if getattr(args, "hybrid_lambda", None) is not None:
-        return _train_hybrid(args)
+        return train_hybrid(args, _train_settings(args))
     _join_processes(args)
     primary = jax.process_index() == 0
     config, dataset, model, eval_model, optimizer = prepare_run(_train_settings(args), args.out)
@@ -119,22 +115,6 @@ def cmd_train(args) -> int:
         )
         _draw_curves(args.out)
     print(_summary_line(metrics, args.out))
-    return 0
-
-
-def _train_hybrid(args) -> int:
-    """``jflows train --hybrid-lambda L``: a hybrid model on labelled data (one process)."""
-    if args.devices not in (None, 1) or args.num_processes not in (None, 1):
-        raise ConfigError("--hybrid-lambda trains on one device; drop --devices/--num-processes")
-    with run_lock(args.out):
-        m = train_hybrid_run(
-            _train_settings(args), args.out, lam=args.hybrid_lambda, labels=args.labels
-        )
-    bpd = read_figure(m, "test", "bits_per_dim")
-    line = f"step {m['steps']}: test accuracy {m['test_accuracy']:.4f}"
-    line += f", {describe('test', 'nll', m)} {read_figure(m, 'test', 'nll'):.4f} nats"
-    line += "" if bpd is None else f", {bpd:.4f} bits/dim"
-    print(f"{line} (hybrid, lambda {args.hybrid_lambda:g}; run in {args.out})")
     return 0
 
 
@@ -187,7 +167,7 @@ def cmd_eval(args) -> int:
         "n": len(x),
         "step": int(run.state.step),
     }
-    hybrid_line = _hybrid_accuracy(args, run, x, record) if is_hybrid(config) else ""
+    hybrid_line = hybrid_accuracy(args, run, x, record) if is_hybrid(config) else ""
     lipschitz_line = None
     if getattr(args, "lipschitz", False):
         flow, variables = flow_part(run.eval_model, run.state.variables())
@@ -207,15 +187,6 @@ def cmd_eval(args) -> int:
     if lipschitz_line:
         print(f"Lipschitz estimates: {lipschitz_line}")
     return 0
-
-
-def _hybrid_accuracy(args, run, x, record: dict) -> str:
-    """A hybrid run's accuracy on ``x`` into ``record``; the text for the printed line."""
-    y, why = labels_for_eval(args.data, run.config, len(x), getattr(args, "labels", None))
-    if y is None:
-        return f" (hybrid run: {why}, so no classification figure)"
-    record["accuracy"] = evaluate_hybrid_run(run, x, y)["accuracy"]
-    return f", accuracy {record['accuracy']:.4f}"
 
 
 def _eval_overrides(args) -> dict:

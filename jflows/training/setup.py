@@ -1,8 +1,11 @@
 """A run from a model name and a data spec: the one code path of ``jflows train`` and Python.
 
-:func:`make_run_config` turns settings (model name, options, data spec, training settings)
+:func:`~jflows.training.run_settings.make_run_config` (in :mod:`jflows.training.run_settings`,
+importable from here too) turns settings (model name, options, data spec, training settings)
 into the full ``config.json`` content and the :class:`~jflows.data.Dataset`, validating
-everything before anything is written. :func:`train_run` then trains it with
+everything before anything is written. :func:`prepare_run` merges the settings with a run
+being resumed (:func:`check_resume`) and builds the models and the optimizer;
+:func:`train_run` then trains it with
 :func:`~jflows.training.fit`, which writes ``config.json`` into the run directory, so a run
 made from Python can be evaluated, sampled and resumed by the command line (see the example
 of :func:`train_run`).
@@ -16,49 +19,24 @@ import os
 from typing import Any
 
 import flax.linen as nn
-import numpy as np
 
-from jflows import __version__
-from jflows.data import Dataset, load_dataset, vector_stats
+from jflows.data import Dataset
 from jflows.errors import ConfigError
-from jflows.training.defaults import (
-    DEFAULTS,
-    MODEL_DEFAULTS,
-    N_TEST,
-    N_TRAIN,
-    OPTIMIZER_DEFAULTS,
-    SAMPLE_TEMPERATURE,
-    SMALL_TEST_FRACTION,
-    SMALL_VECTOR_DEFAULTS,
-    TEST_FRACTION,
-)
 from jflows.training.fit import fit
-from jflows.training.optim import make_optimizer
-from jflows.training.run_config import CONFIG_VERSION, RunConfig
-from jflows.training.run_data import reduce_dataset_bits
+from jflows.training.run_config import RunConfig
+from jflows.training.run_settings import (  # noqa: F401 - public here too (README, tests)
+    SETTINGS,
+    data_id,
+    make_run_config,
+)
 from jflows.training.runs import (
     EVAL_OPTIONS,
     abstract_state,
     build_model,
     build_optimizer,
-    check_options,
     existing_config,
 )
 from jflows.training.state import TrainState
-from jflows.training.validation import (
-    SMALL_DATA_ROWS,
-    check_patience,
-    check_val_fraction,
-    default_val_fraction,
-)
-
-SETTINGS = (
-    "model", "data", "options", "levels", "n_bits", "logit_alpha", "dequantization", "seed",
-    "batch_size", "lr", "steps", "eval_every", "checkpoint_every", "eval_batch_size",
-    "temperature", "schedule", "warmup_steps", "grad_clip", "weight_decay", "val_fraction",
-    "patience", "test_fraction",
-)
-"""The settings :func:`make_run_config` takes (None or absent: the run's or the default)."""
 
 IDENTITY = (
     "model", "data", "options", "levels", "n_bits", "logit_alpha", "dequantization", "seed",
@@ -79,102 +57,6 @@ split and optimizer (the new small-data defaults apply to new runs only)."""
 def _as_json(value):
     """``value`` as it reads back from config.json (tuples become lists)."""
     return json.loads(json.dumps(value))
-
-
-def data_id(spec: str | os.PathLike) -> str:
-    """How a run records its data: a built-in name, or the absolute path of a ``.npy``."""
-    spec = os.fspath(spec)
-    return os.path.abspath(spec) if spec.endswith(".npy") else spec
-
-
-def _rows_of(spec: str) -> int | None:
-    try:
-        return int(np.load(spec, mmap_mode="r", allow_pickle=False).shape[0])
-    except Exception:  # noqa: BLE001 - load_dataset reports a bad file properly
-        return None
-
-
-def _check_lr(lr) -> None:
-    make_optimizer(lr)  # raises ConfigError for non-finite or non-positive rates
-
-
-def make_run_config(settings: dict[str, Any]) -> tuple[RunConfig, Dataset]:
-    """The full run config and the data set of ``settings``; nothing is written.
-
-    Unset settings (None) take the defaults of :mod:`jflows.training.defaults`: per data kind,
-    per model, and for small vector data (fewer than 10 000 training rows) the small-data
-    defaults (a validation split, frequent evaluations, early stopping, weight decay).
-
-    Args:
-        settings: keys of :data:`SETTINGS`; ``model`` and ``data`` are required.
-
-    Returns:
-        ``(config, dataset)``, the config a checked :class:`RunConfig`.
-
-    Raises:
-        JflowsError: an unknown model or option, unreadable data, an invalid setting.
-    """
-    config = {k: settings.get(k) for k in SETTINGS}
-    config["options"] = dict(config["options"] or {})
-    config["seed"] = 0 if config["seed"] is None else config["seed"]
-    if isinstance(config["seed"], bool) or not isinstance(config["seed"], int) or (
-        config["seed"] < 0
-    ):
-        raise ConfigError(f"the seed must be an integer >= 0, got {config['seed']!r}")
-    config["options"] = check_options(config["model"], config["options"])
-    spec = os.fspath(config["data"])
-    config["data"] = data_id(spec)
-    if config["test_fraction"] is None:
-        rows = _rows_of(spec) if spec.endswith(".npy") else None
-        small = rows is not None and rows < SMALL_DATA_ROWS
-        config["test_fraction"] = SMALL_TEST_FRACTION if small else TEST_FRACTION
-    sizes = {"n_train": N_TRAIN, "n_test": N_TEST}
-    dataset = load_dataset(
-        spec, levels=config["levels"], seed=config["seed"],
-        test_fraction=config["test_fraction"], **sizes,
-    )
-    config["data_levels"] = dataset.levels
-    dataset = reduce_dataset_bits(dataset, config["n_bits"])
-    kind = dataset.kind
-    if config["temperature"] is None:
-        config["temperature"] = SAMPLE_TEMPERATURE.get(config["model"], 1.0)
-    defaults = {**DEFAULTS[kind], **OPTIMIZER_DEFAULTS}
-    defaults.update(MODEL_DEFAULTS.get((config["model"], kind), {}))
-    if kind == "vector" and len(dataset.train) < SMALL_DATA_ROWS:
-        defaults.update(SMALL_VECTOR_DEFAULTS)
-    for key, value in defaults.items():
-        if config.get(key) is None:
-            config[key] = value
-    config.update(
-        data_name=dataset.name, kind=kind, event_shape=list(dataset.event_shape),
-        levels=dataset.levels, jflows_version=__version__, version=CONFIG_VERSION, **sizes,
-    )
-    if kind == "vector" and config.get("dequantization") is not None:
-        raise ConfigError(
-            f"--dequantization {config['dequantization']} only applies to image data, but "
-            f"{spec!r} holds vectors; drop the option"
-        )
-    if kind == "image" and config.get("dequantization") is None:
-        config["dequantization"] = "uniform"
-    if kind == "vector" and config["logit_alpha"] is not None:
-        raise ConfigError(
-            f"--logit-alpha {config['logit_alpha']} only applies to image data, but "
-            f"{spec!r} holds vectors; drop the option"
-        )
-    if kind == "vector":
-        config["mean"], config["std"] = (list(map(float, v)) for v in vector_stats(dataset.train))
-    for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_batch_size"):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {value!r}")
-    _check_lr(config["lr"])
-    if config["val_fraction"] is None:  # as fit's default: on below 10 000 training rows
-        config["val_fraction"] = default_val_fraction(len(dataset.train))
-    check_val_fraction(config["val_fraction"])
-    if config["patience"] is None:
-        config["patience"] = 10 if config["val_fraction"] > 0 else 0
-    check_patience(config["patience"])
-    return RunConfig.from_dict(config), dataset
 
 
 def check_resume(config: RunConfig, stored: RunConfig, out_dir) -> None:
