@@ -252,6 +252,31 @@ def test_mintnet_trains_at_lr_2e_3_on_images_by_default(capsys):
     assert "0.002 for mintnet on images" in " ".join(capsys.readouterr().out.split())
 
 
+def test_inverse_damping_is_an_evaluation_time_option():
+    """Like the residual flows' inverse_max_iter: eval/sample/resume may change it, as it
+    leaves the parameters alone (it sets only the step of the inverse iteration)."""
+    from jflows.training.run_config import RunConfig
+    from jflows.training.runs import EVAL_OPTIONS, build_model, with_eval_options
+
+    assert "inverse_damping" in EVAL_OPTIONS
+    options = {"hidden": 2, "layers_per_stage": 1, "stages": 1, "inverse_damping": 0.5}
+    config = RunConfig.from_dict({"model": "mintnet", "options": options, "data": "digits",
+                                  "data_name": "digits", "kind": "image", "levels": 17,
+                                  "event_shape": [4, 4, 1]})
+    changed = with_eval_options(config, {"inverse_damping": 0.8})
+    assert changed["options"] == {**options, "inverse_damping": 0.8}
+    assert config["options"]["inverse_damping"] == 0.5
+    x, rngs = jnp.zeros((1, 4, 4, 1)), {"params": jax.random.key(0), "dequant": jax.random.key(1)}
+    shapes = [jax.tree.map(lambda a: (a.shape, a.dtype), jax.eval_shape(
+        build_model(c, training=False).init, rngs, x)) for c in (config, changed)]
+    assert shapes[0] == shapes[1]  # the same parameters: a trained run's checkpoint loads
+    with pytest.raises(ConfigError, match="inverse_damping must lie in"):
+        jax.eval_shape(build_model(with_eval_options(config, {"inverse_damping": 2.5})).init,
+                       rngs, x)
+    with pytest.raises(ConfigError, match="architecture.*inverse_damping"):
+        with_eval_options(config, {"kernel_size": 5})
+
+
 def test_mintnet_glow_and_maxpool_share_the_image_size_check():
     with pytest.raises(ConfigError, match="; for vectors use realnvp or resflow"):
         jm.mintnet((4,))
@@ -282,3 +307,8 @@ def test_cli_trains_mintnet_on_digits_and_reports_bits_per_dim(tmp_path):
     bpd = metrics["test_bits_per_dim_bound"]  # uniform dequantization: a bound
     assert np.isfinite(bpd) and 0.0 < bpd < 10.0
     assert (out / "samples.png").stat().st_size > 0
+    samples = tmp_path / "s.npy"  # an evaluation-time option, for this command only
+    assert main(["sample", "--run", str(out), "--n", "2", "--out", str(samples),
+                 "--opt", "inverse_damping=0.8"]) == 0
+    assert np.load(samples).shape == (2, 8, 8, 1)
+    assert "inverse_damping" not in json.loads((out / "config.json").read_text())["options"]

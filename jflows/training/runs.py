@@ -99,10 +99,13 @@ def build_optimizer(config: RunConfig):
     )
 
 
-EVAL_OPTIONS = ("inverse_max_iter", "inverse_atol", "inverse_rtol", "on_nonconvergence")
+EVAL_OPTIONS = (
+    "inverse_max_iter", "inverse_atol", "inverse_rtol", "on_nonconvergence", "inverse_damping",
+)
 """Model options that change how a trained model is evaluated or sampled, not its parameters
-(the fixed-point inverse's cap, tolerances and policy): ``jflows eval`` and ``jflows sample``
-take them through ``--opt`` and override the run's values for that command only."""
+(the fixed-point inverse's cap, tolerances and policy, and MintNet's damping of it): ``jflows
+eval`` and ``jflows sample`` take them through ``--opt`` and override the run's values for that
+command only; ``jflows train`` on an existing run may change them too."""
 
 
 def with_eval_options(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
