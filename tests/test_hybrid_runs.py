@@ -51,6 +51,7 @@ def test_a_hybrid_run_saves_its_state_and_loads_with_load_run(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["hybrid_lambda"] == 0.1 and config["n_classes"] == 2
     assert config["labels"] is None
+    assert config["val_fraction"] == 0.0 and config["patience"] == 0  # trained on all of train
     # the restored state scores the test split exactly as training reported
     from jflows.data import load_dataset
     from jflows.data.labels import load_labels
@@ -64,6 +65,15 @@ def test_a_hybrid_run_saves_its_state_and_loads_with_load_run(tmp_path):
 
     samples = draw_samples(run.eval_model, run.state, 7, jax.random.key(0))
     assert samples.shape == (7, 2) and np.isfinite(samples).all()
+
+
+def test_a_hybrid_run_refuses_a_validation_split(tmp_path):
+    from jflows.training.hybrid_run import train_hybrid_run
+
+    settings = {"model": "realnvp", "data": _labelled_npy(tmp_path), "val_fraction": 0.2}
+    with pytest.raises(jflows.errors.ConfigError, match="val-fraction"):
+        train_hybrid_run(settings, tmp_path / "run", lam=0.1)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

@@ -5,11 +5,12 @@ The run's settings go through the same checks as any ``jflows train`` run
 gains its hybrid fields (``hybrid_lambda``, ``n_classes``: one class per label value, and
 ``labels``), from which :func:`jflows.training.runs.build_model` wraps the flow in
 :func:`jflows.models.hybrid`. :func:`jflows.training.hybrid.fit_hybrid` trains it on the whole
-training split (no validation split and no resumption: the run restarts from scratch). The run
-directory then holds what any run's does: ``config.json``, the final state as an orbax
-checkpoint in ``checkpoints/`` (so :func:`jflows.training.load_run`, ``jflows eval`` and
-``jflows sample`` take the run), and ``metrics.json`` (``test_accuracy``, the test NLL and
-bits/dim labelled as in every run: ``test_bits_per_dim_bound`` for dequantized images).
+training split (no validation split, so ``--val-fraction`` and ``--patience`` are refused, and
+no resumption: the run restarts from scratch). The run directory then holds what any run's
+does: ``config.json``, the final state as an orbax checkpoint in ``checkpoints/`` (so
+:func:`jflows.training.load_run`, ``jflows eval`` and ``jflows sample`` take the run), and
+``metrics.json`` (``test_accuracy``, the test NLL and bits/dim labelled as in every run:
+``test_bits_per_dim_bound`` for dequantized images).
 
 Example (tested end to end in ``tests/test_hybrid_runs.py``):
     >>> m = train_hybrid_run(  # doctest: +SKIP
@@ -74,6 +75,14 @@ def train_hybrid_run(
         raise ConfigError(f"{out_dir!r} already holds a run; hybrid runs do not resume, pass a "
                           "new --out")
     lam = check_lambda(lam)
+    for key in ("val_fraction", "patience"):
+        if settings.get(key):
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{flag} {settings[key]} does not apply to a hybrid run, which trains on the "
+                f"whole training split and is evaluated once at the end; drop {flag}"
+            )
+    settings = {**settings, "val_fraction": 0.0, "patience": 0}  # what the run does
     start = time.perf_counter()
     config, dataset, _, _, optimizer = prepare_run(settings, out_dir)
     train_y, test_y = load_labels(
