@@ -36,34 +36,30 @@ def _train(out, model, data, *extra, steps=2):
             *QUICK, *extra]
 
 
-@pytest.fixture(scope="module")
-def variational_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("surj") / "glow_var"
-    assert main(_train(out, "glow", "digits", "--dequantization", "variational", *GLOW)) == 0
-    return out
+RUNS = {
+    "glow_var": ("glow", "digits", "--dequantization", "variational", *GLOW),
+    "maxpool": ("maxpool", "digits", *MAXPOOL),
+    "augmented": ("augmented", "moons", *VECTOR, "--opt", "q_hidden=(4,)"),
+    "absolute": ("absolute", "reflected-moons", *VECTOR, "--opt", "sign_hidden=(4,)"),
+}
+"""The shared runs: name -> (model, data, extra arguments of ``jflows train``)."""
 
 
 @pytest.fixture(scope="module")
-def maxpool_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("surj") / "maxpool"
-    assert main(_train(out, "maxpool", "digits", *MAXPOOL)) == 0
+def run(request, tmp_path_factory):
+    """The directory of the shared run ``request.param`` (a key of :data:`RUNS`), trained once.
+
+    Tests take it with ``@pytest.mark.parametrize("run", [name], indirect=True)``; pytest
+    groups the tests of one run together, so each run trains once for the module.
+    """
+    model, data, *extra = RUNS[request.param]
+    out = tmp_path_factory.mktemp("surj") / request.param
+    assert main(_train(out, model, data, *extra)) == 0
     return out
 
 
-@pytest.fixture(scope="module")
-def augmented_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("surj") / "augmented"
-    args = _train(out, "augmented", "moons", *VECTOR, "--opt", "q_hidden=(4,)")
-    assert main(args) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def absolute_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("surj") / "absolute"
-    args = _train(out, "absolute", "reflected-moons", *VECTOR, "--opt", "sign_hidden=(4,)")
-    assert main(args) == 0
-    return out
+def _uses(name):
+    return pytest.mark.parametrize("run", [name], indirect=True)
 
 
 def _first_layer(run):
@@ -71,8 +67,9 @@ def _first_layer(run):
 
 
 @pytest.mark.slow
-def test_variational_dequantization_run(variational_run):
-    out = variational_run
+@_uses("glow_var")
+def test_variational_dequantization_run(run):
+    out = run
     assert read(out / "config.json")["dequantization"] == "variational"
     metrics = read(out / "metrics.json")
     assert metrics["likelihood"] == "bound" and np.isfinite(metrics["test_nll_bound"])
@@ -83,8 +80,9 @@ def test_variational_dequantization_run(variational_run):
 
 
 @pytest.mark.slow
-def test_maxpool_run_reports_a_bits_per_dim_bound_and_samples_images(maxpool_run, tmp_path):
-    out = maxpool_run
+@_uses("maxpool")
+def test_maxpool_run_reports_a_bits_per_dim_bound_and_samples_images(run, tmp_path):
+    out = run
     metrics = read(out / "metrics.json")
     assert metrics["likelihood"] == "bound" and "test_bits_per_dim" not in metrics
     assert 0 < metrics["test_bits_per_dim_bound"] < 10
@@ -109,8 +107,9 @@ def test_iw_must_be_positive(capsys):
 
 
 @pytest.mark.slow
-def test_iwbo_eval_is_labelled_and_not_looser_than_the_elbo(maxpool_run, capsys):
-    out = maxpool_run
+@_uses("maxpool")
+def test_iwbo_eval_is_labelled_and_not_looser_than_the_elbo(run, capsys):
+    out = run
     assert main(["eval", "--run", str(out), "--data", "digits"]) == 0
     elbo = read(out / "eval.json")
     assert elbo["iw_samples"] == 1 and elbo["likelihood"] == "bound"
@@ -131,8 +130,9 @@ def test_iwbo_eval_is_labelled_and_not_looser_than_the_elbo(maxpool_run, capsys)
 
 
 @pytest.mark.slow
-def test_augmented_run_is_a_bound_and_its_iwbo_is_tighter(augmented_run, capsys):
-    out = augmented_run
+@_uses("augmented")
+def test_augmented_run_is_a_bound_and_its_iwbo_is_tighter(run, capsys):
+    out = run
     metrics = read(out / "metrics.json")
     assert metrics["likelihood"] == "bound" and np.isfinite(metrics["test_nll_bound"])
     assert "test_nll" not in metrics and "test_bits_per_dim_bound" not in metrics
@@ -150,8 +150,9 @@ def test_augmented_run_is_a_bound_and_its_iwbo_is_tighter(augmented_run, capsys)
 
 
 @pytest.mark.slow
-def test_absolute_run_is_exact_and_ignores_iw(absolute_run, capsys):
-    out = absolute_run
+@_uses("absolute")
+def test_absolute_run_is_exact_and_ignores_iw(run, capsys):
+    out = run
     metrics = read(out / "metrics.json")
     assert metrics["likelihood"] == "exact" and np.isfinite(metrics["test_nll"])
     assert not any(key.endswith("_bound") for key in metrics)
@@ -166,8 +167,9 @@ def test_absolute_run_is_exact_and_ignores_iw(absolute_run, capsys):
 
 
 @pytest.mark.slow
-def test_resume_checks_the_dequantization(maxpool_run, capsys):
-    out = maxpool_run
+@_uses("maxpool")
+def test_resume_checks_the_dequantization(run, capsys):
+    out = run
     args = _train(out, "maxpool", "digits", *MAXPOOL)
     assert "--dequantization" not in args
     before = (out / "config.json").read_text()
