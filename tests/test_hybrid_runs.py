@@ -52,6 +52,7 @@ def test_a_hybrid_run_saves_its_state_and_loads_with_load_run(tmp_path):
     assert config["hybrid_lambda"] == 0.1 and config["n_classes"] == 2
     assert config["labels"] is None
     assert config["val_fraction"] == 0.0 and config["patience"] == 0  # trained on all of train
+    assert (config["n_train"], config["n_val"], config["n_test"]) == (160, 0, 40)  # as fit
     # the restored state scores the test split exactly as training reported
     from jflows.data import load_dataset
     from jflows.data.labels import load_labels

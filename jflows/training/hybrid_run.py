@@ -93,7 +93,8 @@ def train_hybrid_run(
     config = config.replace(
         hybrid_lambda=lam, n_classes=n_classes,
         labels=None if labels is None else os.path.abspath(os.fspath(labels)),
-    )
+        n_train=len(dataset.train), n_val=0, n_test=len(dataset.test), split_seed=config.seed,
+    )  # the split as fit records it
     model, eval_model = build_model(config, training=True), build_model(config, training=False)
     state, metrics = fit_hybrid(
         model, eval_model, (dataset.train, train_y), (dataset.test, test_y), lam=lam,
