@@ -167,6 +167,10 @@ STOCHASTIC = {
     "model_cif_realnvp": StochasticCase(
         lambda: jm.cif((3,), layers=2, hidden=(8,), index_hidden=(4,), dtype=MODEL_DTYPE),
         (3,), data="real", stream=NOISE),
+    "model_cif_resflow": StochasticCase(
+        lambda: jm.cif((3,), base_model="resflow", layers=1, hidden=(8,), index_hidden=(4,),
+                       logdet="exact", dtype=MODEL_DTYPE),
+        (3,), data="real", stream=NOISE, slow=True),
     "indexed_bijection_image": StochasticCase(
         lambda: jb.IndexedBijection(jb.ActNorm(event_ndims=3), index_dims=1, event_ndims=3,
                                     hidden=4), (4, 4, 2), data="real", stream=NOISE),
