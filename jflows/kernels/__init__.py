@@ -37,6 +37,13 @@ from jflows.kernels.masked_conv import (
 )
 from jflows.kernels.power_series import power_series_terms, truncation_bound
 from jflows.kernels.probes import check_probe, sample_probe
+from jflows.kernels.rational_quadratic import (
+    SplineKnots,
+    rq_spline_forward,
+    rq_spline_inverse,
+    rq_spline_knots,
+    rq_spline_num_params,
+)
 from jflows.kernels.roulette import check_series_config, draw_n_terms, survival_prob, term_weight
 from jflows.kernels.shapes import apply_flat_batch, batch_shape, sum_event, zeros_logdet
 from jflows.kernels.spectral import (
@@ -59,6 +66,7 @@ __all__ = [
     "LocalLipschitz",
     "MintWeights",
     "SeriesInfo",
+    "SplineKnots",
     "affine_forward",
     "affine_inverse",
     "apply_flat_batch",
@@ -100,6 +108,10 @@ __all__ = [
     "power_iteration",
     "power_iteration_adaptive",
     "power_series_terms",
+    "rq_spline_forward",
+    "rq_spline_inverse",
+    "rq_spline_knots",
+    "rq_spline_num_params",
     "sample_probe",
     "sigma_from_vectors",
     "spectral_normalize",
