@@ -36,6 +36,20 @@ def test_run_config_takes_the_hybrid_fields_and_build_model_wraps_the_flow():
         RunConfig.from_dict({**base, "n_classes": "three"})
 
 
+def test_the_flows_methods_work_on_a_hybrid_and_flow_part_unwraps_it():
+    from jflows.models.hybrid import flow_part
+
+    model = jflows.models.hybrid(jflows.models.realnvp((2,), **TINY), 2)
+    x = np.random.default_rng(1).normal(size=(5, 2)).astype(np.float32)
+    v = model.init(jax.random.key(0), x, method="log_prob")
+    flow, flow_v = flow_part(model, v)
+    log_prob = flow.apply(flow_v, x, method="log_prob")
+    np.testing.assert_allclose(model.apply(v, x, 3, method="iwbo"), log_prob, rtol=1e-6)
+    z = model.apply(v, x, method="forward")
+    np.testing.assert_allclose(model.apply(v, z, method="inverse"), x, atol=1e-5)
+    assert model.apply(v, 4, rngs={"sample": jax.random.key(1)}, method="sample").shape == (4, 2)
+
+
 def test_a_hybrid_run_saves_its_state_and_loads_with_load_run(tmp_path):
     from jflows.training import load_run
     from jflows.training.hybrid_run import evaluate_hybrid_run, train_hybrid_run
@@ -103,5 +117,6 @@ def test_cli_eval_and_sample_a_hybrid_run(tmp_path, capsys):
         (tmp_path / "run" / "eval.json").read_text())
     assert main(["sample", "--run", out, "--n", "6", "--out", str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (6, 2)
+    cli_fails(capsys, ["plot", "--run", out], "hybrid run", "no training curves")
     # an ordinary train into a hybrid run: one line, nothing resumed
     cli_fails(capsys, train[:7] + ["--steps", "50", "--quiet"] + train[12:16], "hybrid")

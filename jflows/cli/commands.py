@@ -15,7 +15,7 @@ import numpy as np
 
 from jflows.bijectors import Kind
 from jflows.cli.arguments import parse_options
-from jflows.cli.hybrid_commands import hybrid_accuracy, train_hybrid
+from jflows.cli.hybrid_commands import hybrid_accuracy, refuse_hybrid_plot, train_hybrid
 from jflows.errors import ConfigError, DataError, JflowsError, TrainingDivergedError
 from jflows.models.hybrid import flow_part
 from jflows.training import evaluate_nll, load_run, make_eval_step
@@ -266,6 +266,7 @@ def cmd_plot(args) -> int:
     if not os.path.isdir(parent):
         raise ConfigError(f"the directory of --out {out!r} does not exist; create it first")
     for run in args.run:  # every run is checked before anything is drawn
+        refuse_hybrid_plot(run)
         read_run_curves(run)
     save_training_curves(args.run, out)
     n = len(args.run)

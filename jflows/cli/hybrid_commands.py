@@ -8,10 +8,18 @@ as from any run.
 
 from __future__ import annotations
 
+import os
+
 from jflows.errors import ConfigError
 from jflows.training.figures import describe, read_figure
-from jflows.training.hybrid_run import evaluate_hybrid_run, labels_for_eval, train_hybrid_run
+from jflows.training.hybrid_run import (
+    evaluate_hybrid_run,
+    is_hybrid,
+    labels_for_eval,
+    train_hybrid_run,
+)
 from jflows.training.lock import run_lock
+from jflows.training.runs import CONFIG_FILE, read_config
 
 
 def train_hybrid(args, settings: dict) -> int:
@@ -40,3 +48,13 @@ def hybrid_accuracy(args, run, x, record: dict) -> str:
         return f" (hybrid run: {why}, so no classification figure)"
     record["accuracy"] = evaluate_hybrid_run(run, x, y)["accuracy"]
     return f", accuracy {record['accuracy']:.4f}"
+
+
+def refuse_hybrid_plot(run_dir: str) -> None:
+    """``jflows plot`` on a hybrid run: a ConfigError saying it has no curves to draw."""
+    if os.path.isfile(os.path.join(run_dir, CONFIG_FILE)) and is_hybrid(read_config(run_dir)):
+        raise ConfigError(
+            f"{run_dir!r} is a hybrid run (jflows train --hybrid-lambda), which records no "
+            f"training curves (it is evaluated once, at the end: see its metrics.json); plot "
+            f"runs of plain jflows train"
+        )

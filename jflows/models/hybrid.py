@@ -138,6 +138,10 @@ class Hybrid(nn.Module):
         log_prob, logits = self.log_prob_and_logits(x)
         return jnp.mean(hybrid_objective(log_prob, logits, y, lam, self.dims))
 
+    def iwbo(self, x: jax.Array, samples: int) -> jax.Array:
+        """The flow's importance-weighted bound on ``log p(x)`` (its ``log_prob`` if exact)."""
+        return self.flow.iwbo(x, samples)
+
     def forward(self, x: jax.Array) -> jax.Array:
         """The flow's data-to-latent map ``z = f(x)`` (what the head sees)."""
         return self.flow.forward(x)
