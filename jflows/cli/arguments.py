@@ -32,6 +32,7 @@ from jflows.training.defaults import (  # noqa: F401 - the CLI's defaults live i
     N_TRAIN,
     SAMPLE_TEMPERATURE,
 )
+from jflows.training.runs import EVAL_OPTIONS
 
 
 def parse_options(items: list[str] | None) -> dict[str, Any]:
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--opt", action="append", metavar="KEY=VALUE",
-        help="evaluation-time model option for this command only: inverse_max_iter, "
-        "inverse_atol, inverse_rtol, on_nonconvergence (the fixed-point inverse of residual "
-        "flows)",
+        help="evaluation-time model option for this command only: "
+        f"{', '.join(sorted(EVAL_OPTIONS))} (the fixed-point inverses of residual flows and "
+        "MintNet)",
     )

@@ -43,7 +43,9 @@ GLOSSARY: dict[str, str] = {
     "index_hidden": "MLP widths of CIF's posterior and prior of u and of s(u), t(u)",
     "index_init": "start of CIF's s(u), t(u): zero (the base model) or random",
     "inverse_atol": "absolute tolerance of the fixed-point inverse (evaluation-time)",
-    "inverse_damping": "step size in (0, 2) of MintNet's damped fixed-point inverse",
+    "inverse_damping": (
+        "step size in (0, 2) of MintNet's damped fixed-point inverse (evaluation-time)"
+    ),
     "inverse_max_iter": "iteration cap of the fixed-point inverse (evaluation-time)",
     "inverse_rtol": "relative tolerance of the fixed-point inverse (evaluation-time)",
     "kernel_size": "odd kernel size of the masked convolutions",
