@@ -191,8 +191,8 @@ def test_cif_per_index_maps_match_svd_with_the_index_held(base_model, jac_invers
     variables = _perturbed(flow.init({"params": jax.random.key(12), "noise": jax.random.key(13)},
                                      x), 12, scale=0.2)
     key = jax.random.key(14)
-    report = jm.bi_lipschitz(flow, variables, x, key=key)
-    target = measured_map(flow)
+    report = jm.bi_lipschitz(flow, variables, x, key=key, index="sample")
+    target = measured_map(flow, "sample")
     # the indices bi_lipschitz held: drawn from q(u | x) with the first of key's three splits
     _, indices = flow.apply(variables, x, method=target.prepare,
                             rngs={"noise": jax.random.split(key, 3)[0]})
@@ -204,9 +204,13 @@ def test_cif_per_index_maps_match_svd_with_the_index_held(base_model, jac_invers
     np.testing.assert_allclose(report.inverse.values, inverse, rtol=MODEL_RTOL)
     assert report.inverse_method == method and report.inversion_error < 1e-3
     assert report.measured.startswith("F(.; u)") and "u ~ q(u | x)" in report.measured
-    mean = jm.bi_lipschitz(flow, variables, x, key=key, index="mean")
+    mean = jm.bi_lipschitz(flow, variables, x, key=jax.random.key(15))  # the default
     assert "mean of q(u | x)" in mean.measured and np.isfinite(mean.bi_lipschitz)
     assert not np.allclose(mean.forward.values, report.forward.values)  # other indices
+    mean_target = measured_map(flow)
+    _, means = flow.apply(variables, x, method=mean_target.prepare)  # no draw: no stream
+    forward = _exact_indexed(flow, variables, x, means, mean_target.forward)[:, 0]
+    np.testing.assert_allclose(mean.forward.values, forward, rtol=MODEL_RTOL)
 
 
 def test_index_only_for_indexed_flows():

@@ -18,7 +18,7 @@ own dequantizer (stream ``dequant`` from ``key``), or pass already dequantized f
 ``dequantized=True``. Any other non-bijective layer (absolute value, augmentation, max-pool,
 slicing) raises :class:`~jflows.errors.NotBijectiveError`: measure a bijective sub-model.
 For a continuously indexed flow (CIF) the map measured is the per-index bijection
-``F(.; u)`` with each layer's index held at a draw (or the mean) of ``q(u | x)`` at the point
+``F(.; u)`` with each layer's index held at the mean (or a draw) of ``q(u | x)`` at the point
 (:mod:`jflows.models.measured_map`).
 
 **Inverses.** Coupling flows' inverses are differentiated directly (forward- and reverse-mode).
@@ -186,8 +186,8 @@ def bi_lipschitz(
             (:math:`J_f(x)^{-1}` by linear solves) or ``"auto"`` (direct where ``Flow.inverse``
             has a forward-mode derivative, else implicit).
         dequantized: ``x`` is already dequantized (models with dequantizers only).
-        index: CIF only: hold each layer's index at a draw (``"sample"``, the default) or at
-            the mean (``"mean"``) of its approximate posterior ``q(u | x)``.
+        index: CIF only: hold each layer's index at the mean (``"mean"``, the default) or at
+            a draw (``"sample"``) of its approximate posterior ``q(u | x)``.
         batch_size: points per compiled call.
 
     Returns:

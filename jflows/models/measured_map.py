@@ -4,10 +4,13 @@ r"""Which bijective map of a flow the bi-Lipschitz diagnostics measure, as Flax 
 * A flow whose layers start with dequantizers (image runs): the bijective rest, from the
   dequantized ``k + u`` to ``z``; ``prepare`` draws the dequantization (stream ``dequant``).
 * A continuously indexed flow (CIF): the per-index map ``F(.; u)`` with every layer's index
-  held fixed, ``u_l`` drawn from the approximate posterior ``q(u_l | x_{l-1})`` at the point
-  (``index="sample"``, stream ``noise``) or its mean (``index="mean"``). For fixed ``u`` the
-  map is a bijection, and its Lipschitz constants are the ones the CIF paper's argument is
-  about: the index lets the map stay well-conditioned where a plain flow's cannot.
+  held fixed at the mean of the approximate posterior ``q(u_l | x_{l-1})`` at the point
+  (``index="mean"``, the default: the index the model expects there) or at a draw from it
+  (``index="sample"``, stream ``noise``). For fixed ``u`` the map is a bijection, and its
+  Lipschitz constants are the ones the CIF paper's argument is about: the index lets the map
+  stay well-conditioned where a plain flow's cannot. Draws add the spread of ``q``, which away
+  from the data is as wide as the prior's, so their maxima over a grid are set by a few indices
+  from the tails (a speckled picture); the mean gives the smooth field.
 
 Any other non-bijective layer raises :class:`~jflows.errors.NotBijectiveError`.
 """
@@ -132,7 +135,7 @@ def measured_map(flow: Flow, index: str | None = None) -> MeasuredMap:
 
     Args:
         flow: a bijective flow, one whose layers start with dequantizers, or a CIF.
-        index: CIF only: ``"sample"`` (default) or ``"mean"`` of ``q(u | x)``.
+        index: CIF only: ``"mean"`` (default) or ``"sample"`` of ``q(u | x)``.
 
     Raises:
         NotBijectiveError: no bijective map to measure.
@@ -141,7 +144,7 @@ def measured_map(flow: Flow, index: str | None = None) -> MeasuredMap:
     Example:
         >>> flow = jflows.models.cif((2,), layers=2, hidden=(8,), index_hidden=(4,))
         >>> measured_map(flow).description
-        'F(.; u): data -> latent with every index held at u ~ q(u | x)'
+        'F(.; u): data -> latent with every index held at u = mean of q(u | x)'
     """
     layers = _layers(flow)
     indexed = any(isinstance(layer, IndexedBijection) for layer in layers)
@@ -159,7 +162,7 @@ def measured_map(flow: Flow, index: str | None = None) -> MeasuredMap:
                if layer.kind != Kind.BIJECTION and not isinstance(layer, IndexedBijection)]
         if bad:
             raise _not_bijective(flow, bad)
-        return _indexed(flow, index or "sample")
+        return _indexed(flow, index or "mean")
     skip = 0
     while skip < len(layers) and DEQUANT in layers[skip].rng_streams \
             and layers[skip].kind == Kind.STOCHASTIC:
