@@ -230,8 +230,9 @@ def test_unknown_data_name(tmp_path):
 
 
 def test_builtin_names():
-    assert BUILTIN_DATA[:-1] == TOY_DENSITIES
-    assert BUILTIN_DATA[-1] == "digits"
+    from jflows.data import CONDITIONAL_TOYS
+
+    assert (*TOY_DENSITIES, "digits", *CONDITIONAL_TOYS) == BUILTIN_DATA
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1])

@@ -5,6 +5,13 @@ its building blocks.
 """
 
 from jflows.data.arrays import check_levels, load_array, validate_array
+from jflows.data.conditional_toy import (
+    CONDITIONAL_TOYS,
+    conditional_ring_log_prob,
+    conditional_ring_mean,
+    sample_conditional_toy,
+)
+from jflows.data.context import load_context
 from jflows.data.dataset import BUILTIN_DATA, Dataset, load_dataset
 from jflows.data.dequantize import bits_per_dim, dequantize, reduce_bits
 from jflows.data.digits import DIGITS_LEVELS, digits_split_indices, load_digits_split
@@ -19,6 +26,7 @@ from jflows.data.toy import (
 
 __all__ = [
     "BUILTIN_DATA",
+    "CONDITIONAL_TOYS",
     "DIGITS_LEVELS",
     "EIGHT_GAUSSIANS_CENTERS",
     "EIGHT_GAUSSIANS_STD",
@@ -26,13 +34,17 @@ __all__ = [
     "Dataset",
     "bits_per_dim",
     "check_levels",
+    "conditional_ring_log_prob",
+    "conditional_ring_mean",
     "dequantize",
     "digits_split_indices",
     "eight_gaussians_log_prob",
     "load_array",
+    "load_context",
     "load_dataset",
     "load_digits_split",
     "reduce_bits",
+    "sample_conditional_toy",
     "sample_toy",
     "validate_array",
     "vector_stats",

@@ -29,12 +29,15 @@ import os
 import numpy as np
 
 from jflows.data.arrays import check_levels, load_array, validate_array
+from jflows.data.conditional_toy import CONDITIONAL_TOYS, sample_conditional_toy
+from jflows.data.context import load_context
 from jflows.data.digits import DIGITS_LEVELS, load_digits_split
 from jflows.data.toy import TOY_DENSITIES, sample_toy
 from jflows.errors import DataError
 
-BUILTIN_DATA: tuple[str, ...] = (*TOY_DENSITIES, "digits")
-"""Names accepted by :func:`load_dataset` besides ``.npy`` paths."""
+BUILTIN_DATA: tuple[str, ...] = (*TOY_DENSITIES, "digits", *CONDITIONAL_TOYS)
+"""Names accepted by :func:`load_dataset` besides ``.npy`` paths (the conditional toys of
+:mod:`jflows.data.conditional_toy` bring their context)."""
 
 _KINDS = ("vector", "image")
 
@@ -50,6 +53,9 @@ class Dataset:
         kind: ``"vector"`` or ``"image"``.
         levels: number of grey levels of images (values ``0..levels-1``); None for vectors.
         event_shape: shape of one row, ``(d,)`` or ``(H, W, C)``.
+        train_context: float32 ``(N, k)`` context of each training row (conditional data),
+            or None.
+        test_context: the test rows' context, or None.
 
     Instances compare by identity (``eq=False``: arrays have no single truth value) and their
     repr leaves the arrays out.
@@ -66,6 +72,8 @@ class Dataset:
     kind: str
     levels: int | None
     event_shape: tuple[int, ...]
+    train_context: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    test_context: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
         if self.kind not in _KINDS:
@@ -81,6 +89,19 @@ class Dataset:
                     f"Dataset {split} rows have shape {x.shape[1:]}, but event_shape is "
                     f"{self.event_shape}"
                 )
+        contexts = (self.train_context, self.test_context)
+        if (contexts[0] is None) != (contexts[1] is None):
+            raise DataError("Dataset needs both train_context and test_context, or neither")
+        for split, x, c in (("train", self.train, contexts[0]), ("test", self.test, contexts[1])):
+            if c is not None and (c.ndim != 2 or len(c) != len(x)):
+                raise DataError(
+                    f"Dataset {split}_context has shape {c.shape}, expected ({len(x)}, k)"
+                )
+
+    @property
+    def context_shape(self) -> tuple[int, ...] | None:
+        """Shape of one context row, ``(k,)``; None for unconditional data."""
+        return None if self.train_context is None else tuple(self.train_context.shape[1:])
 
     @property
     def is_image(self) -> bool:
@@ -93,9 +114,12 @@ class Dataset:
         return math.prod(self.event_shape)
 
 
-def _make(name: str, train: np.ndarray, test: np.ndarray, levels: int | None) -> Dataset:
+def _make(
+    name: str, train: np.ndarray, test: np.ndarray, levels: int | None, contexts=(None, None)
+) -> Dataset:
     kind = "image" if train.ndim == 4 else "vector"
-    return Dataset(name, train, test, kind, levels if kind == "image" else None, train.shape[1:])
+    level = levels if kind == "image" else None
+    return Dataset(name, train, test, kind, level, train.shape[1:], *contexts)
 
 
 def _unknown(spec: str) -> DataError:
@@ -116,6 +140,17 @@ def _split_rows(x: np.ndarray, seed: int, test_fraction: float) -> tuple[np.ndar
     return x[perm[n_test:]], x[perm[:n_test]]
 
 
+def _check_toy_args(spec: str, levels, n_train, n_test) -> None:
+    if levels is not None:
+        raise DataError(
+            f"levels={levels!r} was given, but {spec!r} is continuous 2-D data; --levels "
+            f"only applies to uint8 images"
+        )
+    for arg, value in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataError(f"{arg} must be a positive integer, got {value!r}")
+
+
 def load_dataset(
     spec: str | os.PathLike,
     *,
@@ -124,6 +159,7 @@ def load_dataset(
     n_test: int = 5_000,
     seed: int = 0,
     test_fraction: float = 0.1,
+    context: str | os.PathLike | None = None,
 ) -> Dataset:
     """Load a built-in data set or a ``.npy`` file as a train/test :class:`Dataset`.
 
@@ -135,6 +171,9 @@ def load_dataset(
         n_test: size of a toy density's test set.
         seed: seed of the toy samples or of the ``.npy`` train/test permutation.
         test_fraction: fraction of a ``.npy`` file's rows held out for testing, in (0, 1).
+        context: a ``.npy`` of one float context row per row of a ``.npy`` data file
+            (:mod:`jflows.data.context`), split with the same permutation; a conditional
+            built-in (``conditional-ring``) brings its own and takes none.
 
     Returns:
         The :class:`Dataset`.
@@ -149,18 +188,25 @@ def load_dataset(
     spec = os.fspath(spec)
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
+    if context is not None and not spec.endswith(".npy"):
+        own = " (it brings its own context)" if spec in CONDITIONAL_TOYS else ""
+        raise DataError(
+            f"--context {os.fspath(context)!r} needs --data to be a .npy file with one row per "
+            f"context row, but --data is {spec!r}{own}; pass --data x.npy, or drop --context"
+        )
     if spec in TOY_DENSITIES:
-        if levels is not None:
-            raise DataError(
-                f"levels={levels!r} was given, but {spec!r} is continuous 2-D data; --levels "
-                f"only applies to uint8 images"
-            )
-        for arg, value in (("n_train", n_train), ("n_test", n_test)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DataError(f"{arg} must be a positive integer, got {value!r}")
+        _check_toy_args(spec, levels, n_train, n_test)
         test_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
         train, test = sample_toy(spec, n_train, seed), sample_toy(spec, n_test, test_rng)
         return _make(spec, train, test, None)
+    if spec in CONDITIONAL_TOYS:
+        _check_toy_args(spec, levels, n_train, n_test)
+        test_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+        (train, train_c), (test, test_c) = (
+            sample_conditional_toy(spec, n_train, seed),
+            sample_conditional_toy(spec, n_test, test_rng),
+        )
+        return _make(spec, train, test, None, (train_c, test_c))
     if spec == "digits":
         levels = DIGITS_LEVELS if levels is None else check_levels(levels)
         train, test = load_digits_split()
@@ -175,5 +221,8 @@ def load_dataset(
                 f"applies to uint8 images"
             )
         train, test = _split_rows(x, seed, test_fraction)
-        return _make(spec, train, test, 256 if levels is None else levels)
+        contexts = (None, None)
+        if context is not None:
+            contexts = _split_rows(load_context(context, len(x), spec), seed, test_fraction)
+        return _make(spec, train, test, 256 if levels is None else levels, contexts)
     raise _unknown(spec)
