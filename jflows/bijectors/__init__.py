@@ -3,6 +3,7 @@
 from jflows.bijectors.absolute import AbsoluteValue
 from jflows.bijectors.actnorm import ActNorm
 from jflows.bijectors.augment import Augment
+from jflows.bijectors.autoregressive import MaskedAutoregressive
 from jflows.bijectors.base import Bijector, Estimate, Kind, Layer, require_rng
 from jflows.bijectors.chain import Chain, Inverse
 from jflows.bijectors.cif import IndexedBijection
@@ -16,6 +17,7 @@ from jflows.bijectors.glow_step import GlowStep
 from jflows.bijectors.invconv import InvertibleConv1x1
 from jflows.bijectors.lipschitz_nets import LipschitzCNN, LipschitzMLP
 from jflows.bijectors.logit import Logit
+from jflows.bijectors.made import MADE, MaskedDense
 from jflows.bijectors.masks import make_mask
 from jflows.bijectors.max_pool import MaxPool2d
 from jflows.bijectors.mint import MintLayer
@@ -24,6 +26,7 @@ from jflows.bijectors.reshape import Reshape
 from jflows.bijectors.residual import InverseNotConvergedError, ResidualBlock
 from jflows.bijectors.slice import Slice
 from jflows.bijectors.sort import Sort, StochasticPermutation
+from jflows.bijectors.spline_coupling import SplineCoupling
 from jflows.bijectors.squeeze import Squeeze
 from jflows.bijectors.stack import Stack
 from jflows.bijectors.variational_dequantization import VariationalDequantization
@@ -51,8 +54,11 @@ __all__ = [
     "LipschitzCNN",
     "LipschitzMLP",
     "Logit",
+    "MADE",
     "MLP",
+    "MaskedAutoregressive",
     "MaskedCoupling",
+    "MaskedDense",
     "MaxPool2d",
     "MintLayer",
     "Permute",
@@ -61,6 +67,7 @@ __all__ = [
     "Reverse",
     "Slice",
     "Sort",
+    "SplineCoupling",
     "SplitCoupling",
     "Squeeze",
     "Stack",

@@ -15,6 +15,7 @@ from jflows.models.lipschitz_report import LipschitzReport, MapLipschitz, bi_lip
 from jflows.models.maxpool import maxpool
 from jflows.models.mintnet import mintnet
 from jflows.models.nice import nice
+from jflows.models.nsf import nsf
 from jflows.models.preprocessing import image_preprocessing, vector_preprocessing
 from jflows.models.realnvp import realnvp
 from jflows.models.residual import iresnet, resflow
@@ -30,6 +31,7 @@ MODELS = {
     "cif": cif,
     "maxpool": maxpool,
     "mintnet": mintnet,
+    "nsf": nsf,
 }
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "maxpool",
     "mintnet",
     "nice",
+    "nsf",
     "realnvp",
     "residual_diagnostics",
     "resflow",
