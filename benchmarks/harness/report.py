@@ -7,6 +7,8 @@ import math
 import os
 import platform
 
+import numpy as np
+
 NOT_INSTALLED = "not installed (pip install -e '.[bench]')"
 VERSIONS = "jax jaxlib flax optax numpy scikit-learn torch normflows flowjax equinox distrax"
 
@@ -83,6 +85,46 @@ def standard_rows(results: dict[str, dict], labels: dict[str, str], score: str) 
                 fmt(r.get("loss_end"), ".3f"),
             ]
         )
+    return headers, rows
+
+
+def seed_means(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
+    """Per stack, the median over seeds of its median ms/step (for the goal lines)."""
+    out: dict[str, dict] = {}
+    for stack in per_seed[0]:
+        runs = [r[stack] for r in per_seed if r.get(stack, {}).get("status") == "ok"]
+        if len(runs) == len(per_seed):
+            out[stack] = {"status": "ok",
+                          "median_ms": float(np.median([r["median_ms"] for r in runs]))}
+        else:
+            out[stack] = {"status": "failed"}
+    return out
+
+
+def seed_rows(per_seed: list[dict[str, dict]], labels: dict[str, str], score: str) -> tuple:
+    """Headers and rows over seeds: ms/step, mean ``score``, its standard error, per seed.
+
+    ms/step is the median of the seeds' medians; the standard error is the sample standard
+    deviation over seeds divided by sqrt(number of seeds).
+    """
+    headers = ["stack", "ms/step (median over seeds)", f"{score} mean", "s.e. over seeds",
+               "per seed"]
+    rows = []
+    for stack in per_seed[0]:
+        label = labels.get(stack, stack)
+        runs = [r.get(stack, {}) for r in per_seed]
+        if any(r.get("status") != "ok" for r in runs):
+            rows.append([label, "did not run on every seed", "", "", ""])
+            continue
+        scores = [r.get("test") for r in runs]
+        if any(v is None for v in scores):
+            rows.append([label, fmt(float(np.median([r["median_ms"] for r in runs]))),
+                         "-", "-", "-"])
+            continue
+        mean = float(np.mean(scores))
+        se = float(np.std(scores, ddof=1) / np.sqrt(len(scores))) if len(scores) > 1 else 0.0
+        rows.append([label, fmt(float(np.median([r["median_ms"] for r in runs]))),
+                     f"{mean:.4f}", f"{se:.4f}", ", ".join(f"{v:.4f}" for v in scores)])
     return headers, rows
 
 

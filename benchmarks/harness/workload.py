@@ -97,6 +97,11 @@ def parser(workload: Workload) -> argparse.ArgumentParser:
         help="seed of every stack's initialisation and step noise (data and batches fixed); "
         "rerun with several seeds to see how much the test score moves",
     )
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=None,
+        help="run every stack once per seed and add a table of the test scores' mean and "
+        "standard error over seeds (and the median ms/step)",
+    )
     if workload.options is not None:
         workload.options(p)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -140,7 +145,8 @@ def run_stacks(args: argparse.Namespace, data: str) -> dict[str, dict]:
     for stack in args.stacks:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "result.json")
-            cmd = [*_command(), *sys.argv[1:], "--worker", stack, "--data", data]
+            argv = getattr(args, "child_argv", sys.argv[1:])
+            cmd = [*_command(), *argv, "--worker", stack, "--data", data]
             start = time.perf_counter()
             proc = subprocess.run([*cmd, "--result", out], capture_output=True, text=True, cwd=ROOT)
             if proc.returncode == 0 and os.path.exists(out):
@@ -166,11 +172,37 @@ def main(workload: Workload) -> None:
         worker(workload, args)
         return
     print(report.machine_header())
-    print(workload.title(args))
     labels = {name: s.label for name, s in workload.stacks.items() if s.label}
+    seeds = args.seeds or [args.seed]
     for data in args.data:
-        results = run_stacks(args, data)
-        print(f"\n{data}")
-        report.print_table(*report.standard_rows(results, labels, workload.score))
-        for line in workload.goals(results):
-            print(line)
+        per_seed = []
+        for seed in seeds:
+            args.seed = seed
+            print(workload.title(args))
+            results = run_stacks(_with_seed(args, seed), data)
+            per_seed.append(results)
+            print(f"\n{data}, seed {seed}")
+            report.print_table(*report.standard_rows(results, labels, workload.score))
+            for line in workload.goals(results):
+                print(line)
+        if len(seeds) > 1:
+            print(f"\n{data}: over seeds {seeds}")
+            report.print_table(*report.seed_rows(per_seed, labels, workload.score))
+            for line in workload.goals(report.seed_means(per_seed)):
+                print(line)
+
+
+def _with_seed(args: argparse.Namespace, seed: int) -> argparse.Namespace:
+    """``args`` for one seed: the child processes get ``--seed seed`` (``--seeds`` dropped)."""
+    argv = []
+    skip = False
+    for token in sys.argv[1:]:
+        if token == "--seeds":
+            skip = True
+            continue
+        if skip and not token.startswith("--"):
+            continue
+        skip = False
+        argv.append(token)
+    args.child_argv = [*argv, "--seed", str(seed)]
+    return args
