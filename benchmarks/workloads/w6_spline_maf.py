@@ -1,7 +1,7 @@
-"""W5: spline coupling (NSF) and masked autoregressive (MAF) flows vs flowjax and normflows.
+"""W6: spline coupling (NSF) and masked autoregressive (MAF) flows vs flowjax and normflows.
 
-    python -m benchmarks.workloads.w5_spline_maf --flow nsf --data checkerboard 6d --seeds 0 1 2 3 4
-    python -m benchmarks.workloads.w5_spline_maf --flow maf --data 8gaussians 6d --seeds 0 1 2 3 4
+    python -m benchmarks.workloads.w6_spline_maf --flow nsf --data checkerboard 6d --seeds 0 1 2 3 4
+    python -m benchmarks.workloads.w6_spline_maf --flow maf --data 8gaussians 6d --seeds 0 1 2 3 4
 
 Same protocol as W2 (Adam 1e-3, batch 500, 2000 steps, fixed batches, test NLL in nats over
 5000 points). Data: ``8gaussians``, ``checkerboard``, ``moons`` (2-D) and ``6d`` (a 6-D density
@@ -132,7 +132,7 @@ WORKLOAD = Workload(
     batch=C.BATCH_2D,
     pools=C.toy_pools,
     title=lambda args: (
-        f"W5 {args.flow}: {N_LAYERS} layers, MLP hidden {HIDDEN}"
+        f"W6 {args.flow}: {N_LAYERS} layers, MLP hidden {HIDDEN}"
         f"{f', {BINS} bins on [-{BOUND:g}, {BOUND:g}]' if args.flow == 'nsf' else ''}, batch "
         f"{C.BATCH_2D}, {args.steps} steps; median over steps {C.WARMUP + 1}-{args.steps}; "
         f"seed {args.seed}"
