@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(scores every row of the file, also when it is the run's own training file)",
     )
     evaluate.add_argument(
+        "--context", metavar="C.npy",
+        help="conditional runs: .npy of one context row per row of a .npy --data (a "
+        "conditional built-in brings its test split's own)",
+    )
+    evaluate.add_argument(
         "--iw", type=positive_int, default=1, metavar="K",
         help="importance samples per example: with a stochastic layer (dequantization, "
         "augmentation) the NLL is then the negative IWBO with K samples, a tighter bound than "
@@ -125,7 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_options(evaluate)
     sample = sub.add_parser("sample", help="draw samples from a trained run")
     sample.add_argument("--run", required=True, help="run directory")
-    sample.add_argument("--n", type=positive_int, required=True, help="number of samples")
+    sample.add_argument(
+        "--n", type=positive_int,
+        help="number of samples (required unless --context gives one row per sample)",
+    )
+    sample.add_argument(
+        "--context", metavar="C.npy",
+        help="conditional runs: .npy of contexts, one row per sample, or a single row "
+        "repeated --n times",
+    )
     sample.add_argument("--out", required=True, help="a .npy file, or a .png picture")
     sample.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     sample.add_argument(

@@ -46,8 +46,9 @@ from jflows.training.pictures import (
     save_samples_picture,
     to_levels,
 )
-from jflows.training.run_data import data_for_run
+from jflows.training.run_data import context_for_run, data_for_run
 from jflows.training.runs import check_model, read_config
+from jflows.training.sample_context import sample_count_and_context
 from jflows.training.setup import prepare_run, run_fit
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def _train_settings(args) -> dict:
         "grad_clip": args.grad_clip, "schedule": args.schedule,
         "warmup_steps": args.warmup_steps, "weight_decay": args.weight_decay,
         "val_fraction": args.val_fraction, "patience": args.patience,
+        "context": getattr(args, "context", None),
     }
 
 
@@ -90,6 +92,9 @@ def cmd_train(args) -> int:
     if args.devices is not None and args.devices < 1:
         raise ConfigError(f"--devices must be at least 1, got {args.devices}")
     if getattr(args, "hybrid_lambda", None) is not None:
+        if getattr(args, "context", None) is not None:
+            raise ConfigError("--hybrid-lambda trains an unconditional hybrid model; drop "
+                              "--context (or --hybrid-lambda to train p(x | c))")
         return train_hybrid(args, _train_settings(args))
     _join_processes(args)
     primary = jax.process_index() == 0
@@ -149,6 +154,11 @@ def cmd_eval(args) -> int:
     """``jflows eval``: the NLL of a run on some data, printed and written to eval.json."""
     config = read_config(args.run)
     x = data_for_run(args.data, config, args.run)
+    context = context_for_run(args.data, getattr(args, "context", None), config, args.run,
+                              len(x))
+    if context is not None and getattr(args, "lipschitz", False):
+        raise ConfigError("--lipschitz measures unconditional maps; drop it for a conditional "
+                          "run")
     run = load_run(args.run, _eval_overrides(args))
     image = config["kind"] == "image"
     samples = args.iw if run.eval_model.kind == Kind.STOCHASTIC else 1
@@ -157,7 +167,7 @@ def cmd_eval(args) -> int:
               f"{likelihood_name(estimate_of(run.eval_model))} without importance sampling")
     eval_step = make_eval_step(run.eval_model, samples=samples)
     batch_size = max(1, config["eval_batch_size"] // samples)  # K copies per row in memory
-    nll = evaluate_nll(eval_step, run.state, x, batch_size)
+    nll = evaluate_nll(eval_step, run.state, x if context is None else (x, context), batch_size)
     estimate = estimate_of(run.eval_model)
     record = {
         **labelled(summarize_nll(nll, x[0].size, image), None, estimate),
@@ -209,7 +219,7 @@ def _own_file_note(spec: str, config: dict) -> str:
 
 def cmd_sample(args) -> int:
     """``jflows sample``: ``--n`` samples to a ``.npy`` (data units) or a ``.png`` picture."""
-    if args.n < 1:
+    if args.n is not None and args.n < 1:
         raise ConfigError(f"--n must be at least 1, got {args.n}")
     if not args.out.endswith((".npy", ".png")):
         raise ConfigError(f"--out must end in .npy or .png, got {args.out!r}")
@@ -217,12 +227,14 @@ def cmd_sample(args) -> int:
     if not os.path.isdir(parent):
         raise ConfigError(f"the directory of --out {args.out!r} does not exist; create it first")
     config = read_config(args.run)
+    n, context = sample_count_and_context(config, args.run, args.n, getattr(args, "context", None))
     run = load_run(args.run, _eval_overrides(args))
     temperature = args.temperature
     if temperature is None:
         temperature = config.get("temperature", 1.0)
     samples = draw_samples(
-        run.eval_model, run.state, args.n, jax.random.key(args.seed), temperature=temperature
+        run.eval_model, run.state, n, jax.random.key(args.seed), temperature=temperature,
+        context=context,
     )
     bad = int((~np.isfinite(samples.reshape(len(samples), -1)).all(axis=1)).sum())
     if bad:
@@ -237,7 +249,8 @@ def cmd_sample(args) -> int:
         save_samples_picture(args.out, samples, levels, title)
     else:
         np.save(args.out, to_levels(samples, levels) if levels else samples.astype(np.float32))
-    print(f"wrote {args.n} samples to {args.out}")
+    given = "" if context is None else f" given the contexts of {args.context}"
+    print(f"wrote {n} samples{given} to {args.out}")
     return 0
 
 

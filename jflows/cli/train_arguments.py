@@ -31,6 +31,12 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
         "--data", required=True,
         help=f"a built-in name ({', '.join(BUILTIN_DATA)}) or the path of a .npy file",
     )
+    train.add_argument(
+        "--context", metavar="C.npy",
+        help="train a conditional model p(x | c): a .npy of one float context row per row of "
+        "a .npy --data, shape (N,) or (N, k); conditional built-ins (conditional-ring) bring "
+        "their own",
+    )
     train.add_argument("--out", required=True, help="run directory")
     train.add_argument("--steps", type=positive_int, help=_default_help("steps", "training steps"))
     train.add_argument("--seed", type=seed_int, help="random seed, 0 .. 2**32-1 (default 0)")

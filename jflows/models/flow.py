@@ -46,6 +46,10 @@ class Flow(nn.Module):
         event_shape: shape of one data event; ``z`` has the same shape.
         dtype: the model's dtype (``"float32"`` or ``"float64"``), or None.
         context_shape: shape of one context (None: not checked).
+        context_mean: with ``context_std``, the standardisation ``(c - mean) / std`` applied to
+            every context before the layers read it (flattened, of ``prod(context_shape)``
+            numbers; a run's context statistics, so callers pass raw contexts). None: none.
+        context_std: see ``context_mean``.
 
     Example:
         >>> flow = jflows.models.realnvp(event_shape=(2,), n_couplings=2, hidden=(8,))
@@ -64,6 +68,8 @@ class Flow(nn.Module):
     event_shape: tuple[int, ...]
     dtype: Any = None
     context_shape: tuple[int, ...] | None = None
+    context_mean: tuple[float, ...] | None = None
+    context_std: tuple[float, ...] | None = None
 
     @property
     def kind(self) -> Kind:
@@ -123,6 +129,11 @@ class Flow(nn.Module):
                 )
             if batch_shape is not None and context.ndim == n:
                 context = jnp.broadcast_to(context, (*batch_shape, *context.shape))
+        if self.context_mean is not None:
+            shape = context.shape[context.ndim - len(self.context_shape or (1,)) :]
+            mean = jnp.asarray(self.context_mean, context.dtype).reshape(shape)
+            std = jnp.asarray(self.context_std, context.dtype).reshape(shape)
+            context = (context - mean) / std
         return context
 
     def _batch(self, x):

@@ -28,6 +28,7 @@ import optax
 
 from jflows.data import Dataset
 from jflows.errors import ConfigError, TrainingDivergedError
+from jflows.training.batches import dataset_rows, n_rows, take
 from jflows.training.figures import all_figure_keys, estimate_of, figure_key
 from jflows.training.fit_steps import build_fit_steps, fit_mesh
 from jflows.training.loop import LoopResult, LoopSettings, train_loop
@@ -179,8 +180,9 @@ def fit(
         optimizer = make_optimizer(learning_rate, grad_clip=grad_clip)
     started = time.perf_counter()
     fit_rows, val_rows = split_validation(len(dataset.train), val_fraction, seed)
-    train_rows = dataset.train[fit_rows] if len(val_rows) else dataset.train
-    val = dataset.train[val_rows] if len(val_rows) else None
+    all_rows = dataset_rows(dataset, "train")  # (x, context) for conditional data
+    train_rows = take(all_rows, fit_rows) if len(val_rows) else all_rows
+    val = take(all_rows, val_rows) if len(val_rows) else None
     split = dict(
         n_train=len(dataset.train), n_val=len(val_rows), n_test=len(dataset.test),
         val_fraction=val_fraction, split_seed=seed,
@@ -204,7 +206,7 @@ def fit(
         )
         summary = _summary(result, model, eval_model, dataset, settings, split,
                            model_name=model_name, batch_size=batch_size, seed=seed,
-                           n_fit=len(train_rows))
+                           n_fit=n_rows(train_rows))
         files.write_metrics(summary)
     if result.diverged is not None:
         state = result.state

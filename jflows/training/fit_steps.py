@@ -32,6 +32,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
+from jflows.training.batches import Rows, n_rows, take
 from jflows.training.parallel import (
     batch_sharding,
     check_divisible,
@@ -73,8 +74,9 @@ def make_batch_sampler(batch_size: int, mesh: Mesh) -> BatchSampler:
     """
 
     def next_batch(pool, data_key, step_key, step):
-        idx = jax.random.randint(jax.random.fold_in(data_key, step), (batch_size,), 0, len(pool))
-        return pool[idx], jax.random.fold_in(step_key, step)
+        rows = n_rows(pool)  # pool: the rows, or (rows, contexts) of conditional data
+        idx = jax.random.randint(jax.random.fold_in(data_key, step), (batch_size,), 0, rows)
+        return take(pool, idx), jax.random.fold_in(step_key, step)
 
     out = (batch_sharding(mesh), replicated_sharding(mesh))
     return jax.jit(next_batch, out_shardings=out)
@@ -90,7 +92,8 @@ class FitSteps(NamedTuple):
             rows, the whole batch on every device, so ActNorm sees global statistics and the
             state is the one-device state whatever the number of devices).
         next_batch: the batch sampler (:func:`make_batch_sampler`).
-        pool: the training rows, replicated on the mesh.
+        pool: the training rows (``(x, context)`` for conditional data), replicated on the
+            mesh.
         train: the training step (:func:`~jflows.training.make_train_step`).
         eval: the evaluation step of the evaluation model.
         refresh: the Lipschitz refresh of the evaluation model.
@@ -100,7 +103,7 @@ class FitSteps(NamedTuple):
     mesh: Mesh
     init: Callable[[jax.Array], TrainState]
     next_batch: BatchSampler
-    pool: jax.Array
+    pool: Rows
     train: TrainStep
     eval: EvalStep
     refresh: Callable[[TrainState, jax.Array, jax.Array], TrainState]
@@ -111,7 +114,7 @@ def build_fit_steps(
     model: nn.Module,
     eval_model: nn.Module,
     optimizer: optax.GradientTransformation,
-    train_rows: np.ndarray,
+    train_rows: Rows,
     mesh: Mesh,
     *,
     batch_size: int,
@@ -125,7 +128,8 @@ def build_fit_steps(
         eval_model: the evaluation-mode model (evaluation, and the refresh, whose many power
             iterations leave a saved state normalised with converged vectors).
         optimizer: the optax transformation.
-        train_rows: the rows training draws from (every process holds them all).
+        train_rows: the rows training draws from (every process holds them all): an array,
+            or ``(x, context)`` for a conditional model (:mod:`jflows.training.batches`).
         mesh: from :func:`fit_mesh`.
         batch_size: rows per step (a multiple of the mesh's device count).
         eval_batch_size: rows per evaluation call (likewise; default ``batch_size``).
@@ -137,17 +141,21 @@ def build_fit_steps(
     eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
     check_divisible(batch_size, mesh)
     check_divisible(eval_batch_size, mesh)
-    init_rows = train_rows[np.random.default_rng(seed).permutation(len(train_rows))[:INIT_ROWS]]
+    order = np.random.default_rng(seed).permutation(n_rows(train_rows))
+    init_rows = take(train_rows, order[:INIT_ROWS])
+
+    def on_mesh(rows):  # every array of the rows, whole on every device
+        return jax.tree.map(lambda a: place(a, replicated_sharding(mesh)), rows)
 
     def init(key: jax.Array) -> TrainState:  # the whole init batch on every device
-        rows = place(init_rows, replicated_sharding(mesh))
+        rows = on_mesh(init_rows)
         return create_train_state(model, optimizer, rows, key, mesh)
 
     return FitSteps(
         mesh=mesh,
         init=init,
         next_batch=make_batch_sampler(batch_size, mesh),
-        pool=place(train_rows, replicated_sharding(mesh)),
+        pool=on_mesh(train_rows),
         train=make_train_step(model, optimizer, mesh),
         eval=make_eval_step(eval_model, mesh),
         refresh=make_lipschitz_refresh(eval_model, mesh),

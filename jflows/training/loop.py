@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jflows.data import Dataset
+from jflows.training.batches import dataset_rows
 from jflows.training.figures import (
     estimate_of,
     find_figure,
@@ -87,7 +88,8 @@ def evaluation_record(
     """
     estimate = estimate_of(eval_model)
     record: dict[str, Any] = {}
-    splits = [("test", dataset.test)] + ([] if val is None else [("val", val)])
+    test = dataset_rows(dataset, "test")  # (x, context) for conditional data
+    splits = [("test", test)] + ([] if val is None else [("val", val)])
     for split, rows in splits:
         nll = evaluate_nll(fns.eval, state, rows, eval_batch_size, sharding=fns.eval_sharding)
         record.update(labelled(summarize_nll(nll, dataset.dims, dataset.is_image), split, estimate))

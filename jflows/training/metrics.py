@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jflows.training.batches import n_rows, pad_rows, take
 from jflows.training.state import TrainState
 from jflows.training.step import EvalStep
 
@@ -44,7 +45,8 @@ def evaluate_nll(
     Args:
         eval_step: from :func:`jflows.training.make_eval_step`.
         state: the trained state.
-        data: rows of the model's event shape (integer levels for image models).
+        data: rows of the model's event shape (integer levels for image models), or
+            ``(x, context)`` for a conditional model (:mod:`jflows.training.batches`).
         batch_size: rows per compiled call.
         key: defaults to :func:`evaluation_key`.
         sharding: place each batch with this sharding (data-parallel evaluation; every
@@ -62,16 +64,16 @@ def evaluate_nll(
         ((10,), dtype('float64'))
     """
     key = evaluation_key() if key is None else key
-    n = len(data)
+    n = n_rows(data)
     results = []
     for b, start in enumerate(range(0, n, batch_size)):
-        batch = data[start : start + batch_size]
-        real = len(batch)
-        if real < batch_size:
-            pad = np.repeat(data[:1], batch_size - real, axis=0)
-            batch = np.concatenate([batch, pad])
+        batch = take(data, slice(start, start + batch_size))
+        real = n_rows(batch)
+        batch = pad_rows(batch, batch_size)
         if sharding is not None:
-            batch = jax.make_array_from_callback(batch.shape, sharding, lambda i, b=batch: b[i])
+            batch = jax.tree.map(
+                lambda a: jax.make_array_from_callback(a.shape, sharding, lambda i: a[i]), batch
+            )
         nll = eval_step(state, batch, jax.random.fold_in(key, b))
         results.append((nll, real))
     return np.concatenate([np.asarray(nll, np.float64)[:real] for nll, real in results])

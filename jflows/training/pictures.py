@@ -50,10 +50,13 @@ def draw_samples(
     key: jax.Array,
     chunk: int = SAMPLE_CHUNK,
     temperature: float = 1.0,
+    context: np.ndarray | None = None,
 ) -> np.ndarray:
     """``n`` samples of the model in data units (stream ``sample``), ``chunk`` at a time.
 
     ``temperature`` scales the standard deviation of the base (and of Glow's learned priors).
+    A conditional model takes ``context``: sample ``i`` is drawn given row ``i`` (rows are
+    repeated in turn when there are fewer than ``n``).
     Each chunk goes through :func:`jflows.models.checked_apply`, so a residual flow whose
     inverse does not converge raises :class:`~jflows.bijectors.InverseNotConvergedError`.
 
@@ -65,8 +68,16 @@ def draw_samples(
     """
     size = min(n, chunk)
     variables = state.variables()
+    if context is not None:  # pad to whole chunks, so every chunk compiles alike
+        context = np.resize(np.asarray(context, np.float32), (math.ceil(n / size) * size,
+                                                              *np.shape(context)[1:]))
+
+    def args(i):
+        rows = () if context is None else (context[i * size : (i + 1) * size],)
+        return (size, float(temperature), *rows)
+
     parts = [  # checked_apply: a failed inverse raises InverseNotConvergedError, also jitted
-        np.asarray(checked_apply(model, variables, size, float(temperature), method="sample",
+        np.asarray(checked_apply(model, variables, *args(i), method="sample",
                                  rngs={SAMPLE: jax.random.fold_in(key, i)}))
         for i in range(math.ceil(n / size))
     ]
@@ -231,8 +242,10 @@ def save_run_pictures(
     if bad:
         return _skip(out_dir, f"{bad} parameter arrays are not finite (the run diverged)")
     n = n_samples or (64 if dataset.is_image else 5000)
+    context = dataset.test_context  # conditional: one sample per test context (repeated)
     try:
-        samples = draw_samples(eval_model, state, n, key, temperature=temperature)
+        samples = draw_samples(eval_model, state, n, key, temperature=temperature,
+                               context=context)
     except (JflowsError, jax.errors.JaxRuntimeError) as err:
         return _skip(out_dir, f"sampling failed ({_one_line(err)})")
     finite_rows = np.isfinite(samples.reshape(len(samples), -1)).all(axis=1)
@@ -247,7 +260,10 @@ def save_run_pictures(
     written = []
     d = dataset.dims
     density_path = os.path.join(out_dir, "density.png")
-    if d <= 2:
+    if d <= 2 and context is not None:
+        logger.info("density.png of %s skipped: the model is conditional, p(x | c); "
+                    "samples.png shows one sample per test context", os.fspath(out_dir))
+    elif d <= 2:
         eval_step = make_eval_step(eval_model)
         bounds = plot_range(dataset.train, dims=d)
         if d == 1:

@@ -14,6 +14,10 @@ A :class:`RunConfig` has three parts (and an optional fourth), each a typed fiel
   ``warmup_steps``, ``grad_clip``, ``weight_decay``), evaluation and checkpoints
   (``eval_every``, ``checkpoint_every``, ``eval_batch_size``, ``patience``) and the sampling
   ``temperature`` of the pictures;
+* **context** (optional; conditional runs ``p(x | c)`` of ``jflows train --context C.npy`` or
+  of a conditional built-in such as ``conditional-ring``): ``context`` (the absolute path of
+  the context file, None for a built-in's own), ``context_shape`` (``[k]``) and the
+  standardisation of the contexts, ``context_mean``/``context_std`` (of the training rows);
 * **hybrid** (optional; runs of ``jflows train --hybrid-lambda``): ``hybrid_lambda``, the
   number of classes ``n_classes`` of the classifier head on the flow's latent, and ``labels``
   (the absolute path of a ``--labels`` file, None for the default beside the data);
@@ -79,6 +83,11 @@ class RunConfig(Mapping):
     n_val: int | None = None
     val_fraction: float = 0.0
     split_seed: int | None = None
+    # conditional runs (jflows train --context, or a conditional built-in): None otherwise
+    context: str | None = None
+    context_shape: tuple[int, ...] | None = None
+    context_mean: tuple[float, ...] | None = None
+    context_std: tuple[float, ...] | None = None
     # training
     seed: int = 0
     steps: int = 1000

@@ -7,7 +7,14 @@ import os
 
 import numpy as np
 
-from jflows.data import Dataset, load_array, load_dataset, reduce_bits
+from jflows.data import (
+    CONDITIONAL_TOYS,
+    Dataset,
+    load_array,
+    load_context,
+    load_dataset,
+    reduce_bits,
+)
 from jflows.errors import DataError
 from jflows.training.run_config import RunConfig
 
@@ -74,3 +81,48 @@ def data_for_run(spec: str, config: RunConfig, run_dir: str | os.PathLike) -> np
             f"quantized to those levels"
         )
     return x
+
+
+def context_for_run(
+    spec: str, context: str | os.PathLike | None, config: RunConfig, run_dir, n: int
+) -> np.ndarray | None:
+    """The contexts of the ``n`` rows of ``spec`` that ``jflows eval`` scores, or None.
+
+    A conditional run (``config.context_shape`` set) needs them: a conditional built-in gives
+    its test split's own (as :func:`data_for_run` gives its test rows), a ``.npy`` data file
+    takes ``context`` (one float row per data row, :func:`jflows.data.load_context`). An
+    unconditional run takes none.
+
+    Raises:
+        DataError: a context for an unconditional run, none for a conditional one, an invalid
+            context file, or contexts of another shape than the run's.
+    """
+    run, shape = os.fspath(run_dir), config.get("context_shape")
+    if shape is None:
+        if context is not None:
+            raise DataError(
+                f"run {run!r} is unconditional (trained without --context), so --context "
+                f"{os.fspath(context)!r} would be ignored; drop --context"
+            )
+        return None
+    if spec in CONDITIONAL_TOYS and context is None:
+        sizes = {k: config[k] for k in ("n_train", "n_test") if k in config}
+        return load_dataset(spec, seed=config["seed"], **sizes).test_context
+    if context is None:
+        raise DataError(
+            f"run {run!r} is conditional, p(x | c) with contexts of shape {tuple(shape)}; pass "
+            f"--context C.npy with one context row per row of {spec!r}"
+        )
+    c = load_context(context, n, spec)
+    return check_context_shape(c, config, run, os.fspath(context))
+
+
+def check_context_shape(c: np.ndarray, config: RunConfig, run: str, source: str) -> np.ndarray:
+    """``c`` when its rows have the run's ``context_shape``, else a DataError naming both."""
+    shape = tuple(config["context_shape"])
+    if tuple(c.shape[1:]) != shape:
+        raise DataError(
+            f"context {source!r} has rows of shape {tuple(c.shape[1:])}, but run {run!r} was "
+            f"trained on contexts of shape {shape}; pass contexts of that shape"
+        )
+    return c

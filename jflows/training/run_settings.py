@@ -36,7 +36,7 @@ from jflows.training.defaults import (
 from jflows.training.optim import make_optimizer
 from jflows.training.run_config import CONFIG_VERSION, RunConfig
 from jflows.training.run_data import reduce_dataset_bits
-from jflows.training.runs import check_options
+from jflows.training.runs import check_conditional, check_options
 from jflows.training.validation import (
     SMALL_DATA_ROWS,
     check_patience,
@@ -48,7 +48,7 @@ SETTINGS = (
     "model", "data", "options", "levels", "n_bits", "logit_alpha", "dequantization", "seed",
     "batch_size", "lr", "steps", "eval_every", "checkpoint_every", "eval_batch_size",
     "temperature", "schedule", "warmup_steps", "grad_clip", "weight_decay", "val_fraction",
-    "patience", "test_fraction",
+    "patience", "test_fraction", "context",
 )
 """The settings :func:`make_run_config` takes (None or absent: the run's or the default)."""
 
@@ -100,10 +100,18 @@ def make_run_config(settings: dict[str, Any]) -> tuple[RunConfig, Dataset]:
         small = rows is not None and rows < SMALL_DATA_ROWS
         config["test_fraction"] = SMALL_TEST_FRACTION if small else TEST_FRACTION
     sizes = {"n_train": N_TRAIN, "n_test": N_TEST}
+    if config["context"] is not None:
+        config["context"] = os.path.abspath(os.fspath(config["context"]))
     dataset = load_dataset(
         spec, levels=config["levels"], seed=config["seed"],
-        test_fraction=config["test_fraction"], **sizes,
+        test_fraction=config["test_fraction"], context=config["context"], **sizes,
     )
+    if dataset.context_shape is not None:  # a conditional run: p(x | c)
+        check_conditional(config["model"], config["context"] or spec)
+        config["context_shape"] = list(dataset.context_shape)
+        config["context_mean"], config["context_std"] = (
+            list(map(float, v)) for v in vector_stats(dataset.train_context)
+        )
     config["data_levels"] = dataset.levels
     dataset = reduce_dataset_bits(dataset, config["n_bits"])
     kind = dataset.kind

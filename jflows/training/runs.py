@@ -9,6 +9,7 @@ model with its own pre-processing, so the density of a reloaded run still refers
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from typing import Any
 
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 
 from jflows import __version__
 from jflows.errors import CheckpointError, ConfigError
-from jflows.models import MODELS, hybrid, image_preprocessing, vector_preprocessing
+from jflows.models import MODELS, Flow, hybrid, image_preprocessing, vector_preprocessing
 from jflows.training.checkpoints import CHECKPOINT_DIR, Checkpointer
 from jflows.training.lock import LOCK_FILE
 from jflows.training.metrics import read_json
@@ -42,6 +43,30 @@ def check_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
         {'n_couplings': 4, 'hidden': (32, 32)}
     """
     return coerce_options(model, options)
+
+
+def conditional_models() -> list[str]:
+    """The models whose factory takes ``context_shape`` (conditional flows ``p(x | c)``)."""
+    return [name for name, factory in MODELS.items()
+            if "context_shape" in inspect.signature(factory).parameters]
+
+
+def check_conditional(model: str, context: str) -> None:
+    """Raises ConfigError when ``model``'s factory takes no ``context_shape`` argument.
+
+    Example:
+        >>> check_conditional("glow", "c.npy")
+        Traceback (most recent call last):
+        ...
+        jflows.errors.ConfigError: model 'glow' cannot condition on a context ...
+    """
+    check_model(model)
+    if model not in conditional_models():
+        raise ConfigError(
+            f"model {model!r} cannot condition on a context (its factory takes no "
+            f"context_shape), but {context!r} gives one; use one of "
+            f"{', '.join(conditional_models())}, or drop --context"
+        )
 
 
 def _tuples(value):
@@ -81,7 +106,13 @@ def build_model(config: RunConfig, *, training: bool = True) -> nn.Module:
         )
     factory = MODELS[config["model"]]
     shape = tuple(config["event_shape"])
+    context_shape = config.get("context_shape")
+    if context_shape is not None:  # a conditional run: p(x | c), contexts standardised
+        check_conditional(config["model"], config.get("context") or config["data"])
+        options = {**options, "context_shape": tuple(context_shape)}
     flow = factory(shape, preprocessing=pre, training=training, **options)
+    if context_shape is not None and isinstance(flow, Flow):
+        flow = flow.clone(context_mean=config["context_mean"], context_std=config["context_std"])
     if config.get("n_classes") is not None:  # a hybrid run: the flow plus its classifier head
         return hybrid(flow, config["n_classes"])
     return flow
@@ -145,6 +176,8 @@ def abstract_state(model: nn.Module, optimizer, config: RunConfig) -> TrainState
     """
     dtype = jnp.uint8 if config["kind"] == "image" else jnp.float32
     batch = jax.ShapeDtypeStruct((2, *config["event_shape"]), dtype)
+    if config.get("context_shape") is not None:  # (x, context) of a conditional run
+        batch = (batch, jax.ShapeDtypeStruct((2, *config["context_shape"]), jnp.float32))
 
     def create(x):
         return create_train_state(

@@ -41,7 +41,7 @@ from jflows.training.state import TrainState
 IDENTITY = (
     "model", "data", "options", "levels", "n_bits", "logit_alpha", "dequantization", "seed",
     "batch_size", "lr", "schedule", "warmup_steps", "grad_clip", "weight_decay", "val_fraction",
-    "test_fraction",
+    "test_fraction", "context",
 )
 """Settings a resumed run must share with the run in its directory."""
 
@@ -116,6 +116,8 @@ def prepare_run(
         given = {k: v for k, v in settings.items() if v is not None}
         if "data" in given:
             given["data"] = data_id(given["data"])
+        if "context" in given:
+            given["context"] = os.path.abspath(os.fspath(given["context"]))
         merged = {k: stored.get(k) for k in SETTINGS}
         for key, value in LEGACY.items():  # a run written before these settings existed
             if key not in stored:

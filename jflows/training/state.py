@@ -103,7 +103,7 @@ def create_train_state(
         model: a :class:`jflows.models.Flow` (or any module with a ``log_prob`` method).
         optimizer: an optax transformation.
         init_batch: a batch of data as the model takes it (integer levels for image models,
-            whose first layer dequantizes).
+            whose first layer dequantizes), or ``(x, context)`` for a conditional model.
         key: a PRNG key; it gives ``params`` and every stream the model declares.
         mesh: the one-axis mesh the state is replicated on (what the step builders of
             :mod:`jflows.training.step` take); None: the one-device mesh of the first device.
@@ -124,7 +124,8 @@ def create_train_state(
     rep = replicated_sharding(make_mesh(1) if mesh is None else mesh)
 
     def create(rngs, batch):
-        variables = model.init(rngs, batch, method="log_prob")
+        args = tuple(batch) if isinstance(batch, tuple | list) else (batch,)  # (x, context)
+        variables = model.init(rngs, *args, method="log_prob")
         variables = strong({k: v for k, v in variables.items() if k != DIAGNOSTICS})
         params = variables.pop(PARAMS)
         return TrainState(
@@ -137,5 +138,5 @@ def create_train_state(
 
     # jit: an eager init of a deep flow dispatches thousands of small ops one by one; the
     # state comes out where the steps expect it, so their first call does not compile twice
-    batch = jnp.asarray(init_batch)
+    batch = jax.tree.map(jnp.asarray, init_batch)
     return jax.jit(create, out_shardings=rep)(init_rngs(model, key), batch)

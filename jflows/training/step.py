@@ -39,6 +39,7 @@ from jax.sharding import Mesh
 
 from jflows.errors import ConfigError
 from jflows.names import LIPSCHITZ
+from jflows.training.batches import as_args
 from jflows.training.guarded import apply_for_eval, apply_with_collections, guarded_update
 from jflows.training.parallel import batch_sharding, make_mesh, replicated_sharding
 from jflows.training.state import TrainState, stream_keys
@@ -86,11 +87,11 @@ def train_step_fn(
         return value if axis_name is None else jax.lax.pmean(value, axis_name)
 
     def step(state: TrainState, batch: jax.Array, key: jax.Array):
-        x, rngs = batch, _rngs(model, key, axis_name)
+        args, rngs = as_args(batch), _rngs(model, key, axis_name)  # (x,) or (x, context)
 
         def loss_fn(params):
             log_prob, collections = apply_with_collections(
-                model, state, params, x, method="log_prob", rngs=rngs
+                model, state, params, *args, method="log_prob", rngs=rngs
             )
             return -jnp.mean(log_prob), collections
 
@@ -155,12 +156,12 @@ def eval_step_fn(
     if samples != 1:
         check_iw_samples(model, samples)
 
-    def score(module, x):
-        return module.log_prob(x) if samples == 1 else module.iwbo(x, samples)
+    def score(module, x, *context):
+        return module.log_prob(x, *context) if samples == 1 else module.iwbo(x, samples, *context)
 
     def eval_step(state: TrainState, batch: jax.Array, key: jax.Array) -> jax.Array:
-        x, rngs = batch, _rngs(model, key, axis_name)
-        return -apply_for_eval(model, state, x, method=score, rngs=rngs)
+        args, rngs = as_args(batch), _rngs(model, key, axis_name)  # (x,) or (x, context)
+        return -apply_for_eval(model, state, *args, method=score, rngs=rngs)
 
     return eval_step
 
@@ -213,9 +214,9 @@ def lipschitz_refresh_fn(model: nn.Module):
     def refresh(state: TrainState, batch: jax.Array, key: jax.Array) -> TrainState:
         if LIPSCHITZ not in state.collections:
             return state
-        x, rngs = batch, _rngs(model, key)
+        args, rngs = as_args(batch), _rngs(model, key)
         _, updated = model.apply(
-            state.variables(), x, method="log_prob", rngs=rngs, mutable=[LIPSCHITZ]
+            state.variables(), *args, method="log_prob", rngs=rngs, mutable=[LIPSCHITZ]
         )
         return state.replace(collections={**state.collections, **updated})
 
