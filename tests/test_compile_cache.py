@@ -1,0 +1,90 @@
+"""The persistent compilation cache: where it lives, that a second process hits it, and that a
+broken cache never breaks a run.
+
+Each check runs in a fresh process: the cache is process-wide JAX configuration.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from jflows.training.compile_cache import ENV, default_cache_dir, resolve_cache_dir
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys, warnings
+    import jax, jax.numpy as jnp
+    from jax import monitoring
+    from jflows.training.compile_cache import enable_compilation_cache
+    from jflows.training.compile_cache import MIN_COMPILE_SECONDS
+
+    hits = []
+    monitoring.register_event_listener(
+        lambda event, **kw: hits.append(event) if "cache_hits" in event else None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        directory = enable_compilation_cache(sys.argv[1] if len(sys.argv) > 1 else None)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # cache even tiny ones
+
+    @jax.jit
+    def f(x):
+        for _ in range(20):
+            x = jnp.sin(x) @ jnp.ones((8, 8)) / 8
+        return x
+
+    value = float(f(jnp.ones((4, 8))).sum())
+    print(json.dumps({"dir": directory, "hits": len(hits), "value": value,
+                      "warnings": [str(w.message) for w in caught]}))
+    """
+)
+
+
+def _run(tmp_path, *args, env=None):
+    script = tmp_path / "cache_probe.py"
+    script.write_text(SCRIPT)
+    environment = {key: value for key, value in os.environ.items() if key != ENV}
+    environment.update(env or {})
+    out = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
+                         text=True, env=environment, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == str(tmp_path / "jflows" / "xla")
+    assert resolve_cache_dir() == default_cache_dir()
+    monkeypatch.setenv(ENV, str(tmp_path / "env"))
+    assert resolve_cache_dir() == str(tmp_path / "env")
+    assert resolve_cache_dir(tmp_path / "arg") == str(tmp_path / "arg")  # the argument wins
+    for off in ("0", "off", "False", "none"):
+        monkeypatch.setenv(ENV, off)
+        assert resolve_cache_dir() is None
+    assert resolve_cache_dir(tmp_path, enabled=False) is None
+
+
+@pytest.mark.slow
+def test_second_process_hits_the_cache_and_a_broken_cache_does_not_break(tmp_path):
+    cache = tmp_path / "cache"
+    first = _run(tmp_path, cache)
+    assert first["dir"] == str(cache) and first["hits"] == 0 and os.listdir(cache)
+    second = _run(tmp_path, cache)
+    assert second["hits"] >= 1 and second["value"] == first["value"]
+    for name in os.listdir(cache):  # corrupt every entry: a miss, recompiled, same result
+        path = cache / name
+        if path.is_file():
+            path.write_bytes(b"not an executable")
+    corrupt = _run(tmp_path, cache)
+    assert corrupt["value"] == first["value"]
+    blocked = tmp_path / "a_file"
+    blocked.write_text("x")
+    unusable = _run(tmp_path, blocked)  # a file where the directory should be: warned, off
+    assert unusable["dir"] is None and unusable["value"] == first["value"]
+    assert any("cannot be used" in w for w in unusable["warnings"])
+    off = _run(tmp_path, env={ENV: "off"})
+    assert off["dir"] is None and off["hits"] == 0
