@@ -152,3 +152,48 @@ CASES += [
     Case("model_mintnet_small", lambda: jm.mintnet(
         IMG, stages=2, layers_per_stage=1, hidden=4, dtype=DT), IMG, perturb=0.05),
 ]
+
+SPLINE = functools.partial(jb.SplineCoupling, num_bins=4)
+
+CASES += [
+    Case("spline_coupling", lambda: SPLINE(1, 0, MLP8()), V, perturb=0.3),
+    Case("spline_coupling_parity1_narrow", lambda: SPLINE(1, 1, MLP8(), bound=1.5), (5,),
+         perturb=0.3),
+    Case("spline_coupling_image", lambda: SPLINE(3, 1, CNN4()), IMG, perturb=0.3),
+    Case("spline_coupling_conditional", lambda: SPLINE(1, 0, MLP8(), use_context=True), (5,),
+         context=(2,), perturb=0.3),
+    Case("model_nsf_vector", lambda: jm.nsf((4,), n_couplings=4, hidden=(8,), num_bins=4,
+                                            actnorm=True, dtype=DT), V, perturb=0.3),
+    Case("model_nsf_vector_conditional", lambda: jm.nsf(
+        (3,), n_couplings=2, hidden=(8,), num_bins=4, context_shape=(2,), dtype=DT), (3,),
+         context=(2,), perturb=0.3),
+    Case("model_nsf_image", lambda: jm.nsf(IMG, n_couplings=2, hidden=4, num_bins=4, dtype=DT),
+         IMG, perturb=0.3),
+]
+
+MADE8 = functools.partial(jb.MADE, (8, 8))
+AR = functools.partial(jb.MaskedAutoregressive, num_bins=4)
+
+CASES += [
+    Case("maf_affine", lambda: AR(MADE8(), transform="affine", direction="maf"), V),
+    Case("iaf_affine", lambda: AR(MADE8(order="reverse"), transform="affine", direction="iaf"),
+         V),
+    Case("maf_spline", lambda: AR(MADE8(), transform="spline", direction="maf"), V,
+         perturb=0.3),
+    Case("iaf_spline", lambda: AR(MADE8(degrees="random", seed=1), transform="spline",
+                                  direction="iaf"), V, perturb=0.3),
+    Case("maf_spline_conditional", lambda: AR(MADE8(), transform="spline", use_context=True),
+         (3,), context=(2,), perturb=0.3),
+    Case("iaf_affine_conditional", lambda: AR(MADE8(), direction="iaf", use_context=True),
+         (3,), context=(2,)),
+    Case("model_maf", lambda: jm.maf((3,), n_layers=2, hidden=(8,), dtype=DT), (3,)),
+    Case("model_maf_spline_random", lambda: jm.maf(
+        (3,), n_layers=2, hidden=(8,), transform="spline", num_bins=4, permutation="random",
+        dtype=DT), (3,), perturb=0.3),
+    Case("model_maf_conditional", lambda: jm.maf(
+        (3,), n_layers=2, hidden=(8,), context_shape=(2,), dtype=DT), (3,), context=(2,)),
+    Case("model_iaf", lambda: jm.iaf((3,), n_layers=2, hidden=(8,), dtype=DT), (3,)),
+    Case("model_iaf_spline", lambda: jm.iaf(
+        (3,), n_layers=2, hidden=(8,), transform="spline", num_bins=4, dtype=DT), (3,),
+         perturb=0.3),
+]

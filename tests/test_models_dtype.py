@@ -30,6 +30,9 @@ SMALL = {
     "cif": ((3,), dict(layers=2, hidden=(8,), index_hidden=(4,))),
     "maxpool": ((8, 8, 1), dict(levels=2, steps=1, hidden=4, pool_hidden=4)),
     "mintnet": ((4, 4, 2), dict(stages=2, layers_per_stage=1, hidden=4)),
+    "maf": ((3,), dict(n_layers=2, hidden=(8,))),
+    "iaf": ((3,), dict(n_layers=2, hidden=(8,), transform="spline", num_bins=4)),
+    "nsf": ((4,), dict(n_couplings=2, hidden=(8,), num_bins=4)),
 }
 
 
