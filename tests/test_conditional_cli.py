@@ -17,7 +17,9 @@ from helpers import cli_one_line as one_line
 from jflows.cli import main
 from jflows.data import conditional_ring_mean, sample_conditional_toy
 
-SMALL = ["--opt", "n_couplings=4", "--opt", "hidden=(32, 32)", "--batch-size", "128"]
+SMALL = ["--opt", "n_couplings=4", "--opt", "hidden=(32, 32)", "--batch-size", "128",
+         "--weight-decay", "0", "--val-fraction", "0", "--lr", "3e-3"]
+"""A small RealNVP; the small-data defaults (weight decay 10, early stopping) are for tables."""
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def test_context_needs_a_conditional_model_and_npy_data(capsys, tmp_path, files)
 def runs(files, tmp_path_factory):
     """A conditional and an unconditional RealNVP on the same 4000 rows (same settings)."""
     root = tmp_path_factory.mktemp("runs")
-    steps = ["--steps", "600", "--eval-every", "200", *SMALL]
+    steps = ["--steps", "800", "--eval-every", "400", *SMALL]
     x = files / "x.npy"
     assert main(_train(root / "cond", x, "--context", str(files / "c.npy"), *steps)) == 0
     assert main(_train(root / "uncond", x, *steps)) == 0
@@ -98,7 +100,7 @@ def test_conditional_run_beats_the_unconditional_one(runs, files):
 @pytest.mark.slow
 def test_sample_draws_from_the_right_conditional(runs, tmp_path):
     n = 2000
-    for value in (-0.9, 0.9):
+    for value in (-0.9, 0.0, 0.9):
         np.save(tmp_path / "c.npy", np.array([[value]], np.float32))
         out = tmp_path / f"s{value}.npy"
         args = ["sample", "--run", str(runs / "cond"), "--context", str(tmp_path / "c.npy"),
@@ -108,10 +110,11 @@ def test_sample_draws_from_the_right_conditional(runs, tmp_path):
         assert x.shape == (n, 2)
         exact = conditional_ring_mean(np.array([value]))[0]
         # sampling error of the mean (std 0.4 along the ring) plus a small model error
-        tol = 4 * 0.4 / math.sqrt(n) + 0.15
+        # (measured: within 0.04 of the exact mean and 0.02 rad of its angle)
+        tol = 4 * 0.4 / math.sqrt(n) + 0.1
         np.testing.assert_allclose(x.mean(0), exact, atol=tol)
         angle = math.atan2(x.mean(0)[1], x.mean(0)[0])
-        assert abs(angle - math.pi * value) < 0.1, (value, angle)
+        assert abs(angle - math.pi * value) < 0.06, (value, angle)
 
 
 @pytest.mark.slow
