@@ -9,7 +9,6 @@ model with its own pre-processing, so the density of a reloaded run still refers
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from typing import Any
 
@@ -21,6 +20,7 @@ from jflows import __version__
 from jflows.errors import CheckpointError, ConfigError
 from jflows.models import MODELS, Flow, hybrid, image_preprocessing, vector_preprocessing
 from jflows.training.checkpoints import CHECKPOINT_DIR, Checkpointer
+from jflows.training.conditional_models import check_conditional, conditional_models  # noqa: F401
 from jflows.training.lock import LOCK_FILE
 from jflows.training.metrics import read_json
 from jflows.training.optim import make_optimizer
@@ -43,30 +43,6 @@ def check_options(model: str, options: dict[str, Any]) -> dict[str, Any]:
         {'n_couplings': 4, 'hidden': (32, 32)}
     """
     return coerce_options(model, options)
-
-
-def conditional_models() -> list[str]:
-    """The models whose factory takes ``context_shape`` (conditional flows ``p(x | c)``)."""
-    return [name for name, factory in MODELS.items()
-            if "context_shape" in inspect.signature(factory).parameters]
-
-
-def check_conditional(model: str, context: str) -> None:
-    """Raises ConfigError when ``model``'s factory takes no ``context_shape`` argument.
-
-    Example:
-        >>> check_conditional("glow", "c.npy")
-        Traceback (most recent call last):
-        ...
-        jflows.errors.ConfigError: model 'glow' cannot condition on a context ...
-    """
-    check_model(model)
-    if model not in conditional_models():
-        raise ConfigError(
-            f"model {model!r} cannot condition on a context (its factory takes no "
-            f"context_shape), but {context!r} gives one; use one of "
-            f"{', '.join(conditional_models())}, or drop --context"
-        )
 
 
 def _tuples(value):
