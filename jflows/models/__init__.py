@@ -12,6 +12,7 @@ from jflows.models.glow import glow
 from jflows.models.hybrid import Hybrid, hybrid
 from jflows.models.likelihood import LogLikelihood
 from jflows.models.lipschitz_report import LipschitzReport, MapLipschitz, bi_lipschitz
+from jflows.models.maf import iaf, maf
 from jflows.models.maxpool import maxpool
 from jflows.models.mintnet import mintnet
 from jflows.models.nice import nice
@@ -32,6 +33,8 @@ MODELS = {
     "maxpool": maxpool,
     "mintnet": mintnet,
     "nsf": nsf,
+    "maf": maf,
+    "iaf": iaf,
 }
 
 __all__ = [
@@ -52,8 +55,10 @@ __all__ = [
     "cif",
     "glow",
     "hybrid",
+    "iaf",
     "image_preprocessing",
     "iresnet",
+    "maf",
     "maxpool",
     "mintnet",
     "nice",
