@@ -162,7 +162,7 @@ CASES += [
     Case("spline_coupling_image", lambda: SPLINE(3, 1, CNN4()), IMG, perturb=0.3),
     Case("spline_coupling_conditional", lambda: SPLINE(1, 0, MLP8(), use_context=True), (5,),
          context=(2,), perturb=0.3),
-    Case("model_nsf_vector", lambda: jm.nsf((4,), n_couplings=4, hidden=(8,), num_bins=4,
+    Case("model_nsf_vector", lambda: jm.nsf((4,), n_couplings=2, hidden=(8,), num_bins=4,
                                             actnorm=True, dtype=DT), V, perturb=0.3),
     Case("model_nsf_vector_conditional", lambda: jm.nsf(
         (3,), n_couplings=2, hidden=(8,), num_bins=4, context_shape=(2,), dtype=DT), (3,),
