@@ -155,3 +155,11 @@ def test_eval_takes_the_context(capsys, runs, files):
                       str(files / "c2.npy")], "rows of shape (2,)")
     one_line(capsys, ["eval", "--run", str(runs / "cond"), "--data", x, "--context",
                       str(files / "c_short.npy")], "has 3999 rows")
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_runs_context(capsys, runs, files, tmp_path):
+    other = tmp_path / "other.npy"
+    np.save(other, np.load(files / "c.npy"))
+    args = _train(runs / "cond", files / "x.npy", "--context", str(other), *SMALL)
+    one_line(capsys, args, "holds a run with context=", "c.npy", "other.npy")
