@@ -39,7 +39,7 @@ GLOSSARY: dict[str, str] = {
     "fc_blocks": "fully connected residual blocks at the end (images)",
     "fc_hidden": "widths of the fully connected residual blocks",
     "gradient": "gradient of the log-det series: Neumann estimator or backprop",
-    "hidden": "hidden widths: MLP widths (vectors) or conv channels (images: glow, mintnet)",
+    "hidden": "hidden widths: MLP widths (vectors) or conv channels (images: glow, mintnet, nsf)",
     "index_dims": "dimensions of each CIF layer's continuous index u",
     "index_hidden": "MLP widths of CIF's posterior and prior of u and of s(u), t(u)",
     "index_init": "start of CIF's s(u), t(u): zero (the base model) or random",
