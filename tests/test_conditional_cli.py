@@ -147,8 +147,13 @@ def test_eval_takes_the_context(capsys, runs, files):
     assert main(["eval", "--run", str(runs / "uncond"), "--data", x]) == 0
     uncond = json.loads((runs / "uncond" / "eval.json").read_text())["nll"]
     assert cond < uncond - 0.5
+    assert main(["eval", "--run", str(runs / "cond"), "--data", x]) == 0  # its own contexts
+    assert json.loads((runs / "cond" / "eval.json").read_text())["nll"] == cond
+    other = files / "x_copy.npy"
+    np.save(other, np.load(x))
     capsys.readouterr()
-    one_line(capsys, ["eval", "--run", str(runs / "cond"), "--data", x], "pass --context")
+    one_line(capsys, ["eval", "--run", str(runs / "cond"), "--data", str(other)],
+             "pass --context")
     one_line(capsys, ["eval", "--run", str(runs / "uncond"), "--data", x, "--context", c],
              "is unconditional")
     one_line(capsys, ["eval", "--run", str(runs / "cond"), "--data", x, "--context",

@@ -90,8 +90,9 @@ def context_for_run(
 
     A conditional run (``config.context_shape`` set) needs them: a conditional built-in gives
     its test split's own (as :func:`data_for_run` gives its test rows), a ``.npy`` data file
-    takes ``context`` (one float row per data row, :func:`jflows.data.load_context`). An
-    unconditional run takes none.
+    takes ``context`` (one float row per data row, :func:`jflows.data.load_context`); by default
+    the run's own context file when ``spec`` is the run's own data file. An unconditional run
+    takes none.
 
     Raises:
         DataError: a context for an unconditional run, none for a conditional one, an invalid
@@ -108,6 +109,8 @@ def context_for_run(
     if spec in CONDITIONAL_TOYS and context is None:
         sizes = {k: config[k] for k in ("n_train", "n_test") if k in config}
         return load_dataset(spec, seed=config["seed"], **sizes).test_context
+    if context is None and os.path.abspath(spec) == config["data"] and config.get("context"):
+        context = config["context"]  # the run's own data file: its own contexts
     if context is None:
         raise DataError(
             f"run {run!r} is conditional, p(x | c) with contexts of shape {tuple(shape)}; pass "
