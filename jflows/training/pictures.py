@@ -1,10 +1,12 @@
 """Pictures of a trained flow: what a run draws into its directory, and ``jflows sample``.
 
 ``save_run_pictures`` writes ``samples.png`` for every run and ``density.png`` for 1-D and 2-D
-vector data; each picture's title names the model, the step, the test figure and the sampling
-temperature (:func:`run_caption`). A model whose parameters, samples or densities are not finite
-(a diverged run) gets no pictures: a one-line warning on the ``jflows`` logger says why, and
-nothing is raised. The drawing itself lives in :mod:`jflows.training.plots`.
+vector data (for conditional 2-D data ``p(x | c)`` at three contexts, see
+:mod:`jflows.training.conditional_pictures`); each picture's title names the model, the
+step, the test figure and the sampling temperature (:func:`run_caption`). A model whose
+parameters, samples or densities are not finite (a diverged run) gets no pictures: a one-line
+warning on the ``jflows`` logger says why, and nothing is raised. The drawing itself lives in
+:mod:`jflows.training.plots`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from jflows.data import Dataset
 from jflows.errors import JflowsError
 from jflows.models.checked import checked_apply
 from jflows.names import SAMPLE
+from jflows.training.conditional_pictures import save_conditional_density
 from jflows.training.figures import describe, read_figure
 from jflows.training.metrics import evaluate_nll
 from jflows.training.plots import (  # noqa: F401 - the drawing functions are public here too
@@ -260,10 +263,10 @@ def save_run_pictures(
     written = []
     d = dataset.dims
     density_path = os.path.join(out_dir, "density.png")
-    if d <= 2 and context is not None:
-        logger.info("density.png of %s skipped: the model is conditional, p(x | c); "
-                    "samples.png shows one sample per test context", os.fspath(out_dir))
-    elif d <= 2:
+    if d == 2 and context is not None:  # p(x | c) at three contexts
+        written += save_conditional_density(density_path, eval_model, state, dataset,
+                                            eval_batch_size=eval_batch_size, title=title)
+    elif d <= 2 and context is None:
         eval_step = make_eval_step(eval_model)
         bounds = plot_range(dataset.train, dims=d)
         if d == 1:
