@@ -102,6 +102,8 @@ SLOW_CASES = {
     "model_realnvp_image", "model_realnvp_image_digits", "model_glow_small", "model_glow_digits",
     "model_resflow_vector", "model_iresnet_vector", "model_resflow_image", "model_iresnet_image",
     "model_nice_image", "model_mintnet_small", "model_nsf_image",
+    # covered fast by spline_coupling_conditional and tests/test_spline_coupling.py
+    "model_nsf_vector_conditional", "spline_coupling_parity1_narrow",
     # masked autoregressive: the fast suite keeps every layer kind and direction
     "model_iaf_spline", "model_maf_spline_random", "model_maf_conditional",
     "maf_spline_conditional",
