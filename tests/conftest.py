@@ -14,6 +14,9 @@ jax.config.update("jax_disable_most_optimizations", True)
 # ... and so do the processes the tests start (the command line, the notebooks' kernels, the
 # benchmark harness, the multi-device scripts): they inherit the setting from the environment.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# The command line and fit() turn on JAX's persistent compilation cache under ~/.cache by
+# default; tests stay hermetic (tests/test_compile_cache.py gives its processes their own).
+os.environ.setdefault("JFLOWS_COMPILATION_CACHE", "off")
 
 
 def once_per_session(tmp_path_factory, name, compute, timeout_s=1200.0):

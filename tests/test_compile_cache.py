@@ -88,3 +88,23 @@ def test_second_process_hits_the_cache_and_a_broken_cache_does_not_break(tmp_pat
     assert any("cannot be used" in w for w in unusable["warnings"])
     off = _run(tmp_path, env={ENV: "off"})
     assert off["dir"] is None and off["hits"] == 0
+
+
+@pytest.mark.slow
+def test_cli_flags_choose_the_cache(tmp_path):
+    # a user's process: XLA's optimisations on, so the step takes over 0.5 s to compile
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in (ENV, "JAX_DISABLE_MOST_OPTIMIZATIONS")}
+    base = [sys.executable, "-m", "jflows.cli", "train", "--model", "realnvp", "--data",
+            "moons", "--steps", "4", "--eval-every", "4", "--quiet", "--batch-size", "64",
+            "--opt", "n_couplings=2", "--opt", "hidden=(8,)"]
+    cache = tmp_path / "cache"
+    on = subprocess.run([*base, "--out", str(tmp_path / "a"), "--compile-cache", str(cache)],
+                        capture_output=True, text=True, env=environment, timeout=300)
+    assert on.returncode == 0, on.stderr[-2000:]
+    assert cache.is_dir() and os.listdir(cache)  # the training step took over 0.5 s to compile
+    off = subprocess.run([*base, "--out", str(tmp_path / "b"), "--compile-cache",
+                          str(tmp_path / "unused"), "--no-compile-cache"],
+                         capture_output=True, text=True, env=environment, timeout=300)
+    assert off.returncode == 0, off.stderr[-2000:]
+    assert not (tmp_path / "unused").exists()

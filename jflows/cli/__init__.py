@@ -25,6 +25,7 @@ from tqdm import tqdm
 from jflows.cli.arguments import DEFAULTS, build_parser, parse_options
 from jflows.cli.commands import cmd_eval, cmd_models, cmd_plot, cmd_sample, cmd_train
 from jflows.errors import JflowsError, TrainingDivergedError
+from jflows.training.compile_cache import enable_compilation_cache
 
 DIVERGED_EXIT = 3
 """Exit code of a ``jflows train`` whose run diverged (non-finite figures or mostly skipped
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # argparse already printed the usage and the message
         return int(exit_.code or 0)
+    if hasattr(args, "no_compile_cache"):  # train, eval, sample
+        enable_compilation_cache(args.compile_cache, enabled=not args.no_compile_cache)
     try:
         return COMMANDS[args.command](args)
     except TrainingDivergedError as err:

@@ -23,7 +23,11 @@ from jflows.cli.argument_types import (  # noqa: F401 - importable from here too
     seed_int,
     temperature_float,
 )
-from jflows.cli.train_arguments import EXIT_CODES, add_train_parser  # noqa: F401
+from jflows.cli.train_arguments import (  # noqa: F401
+    EXIT_CODES,
+    add_cache_arguments,
+    add_train_parser,
+)
 from jflows.errors import ConfigError
 from jflows.training.defaults import (  # noqa: F401 - the CLI's defaults live in training
     DEFAULTS,
@@ -128,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the run's own labels file for its data, else DATA_labels.npy beside it)",
     )
     _add_eval_options(evaluate)
+    add_cache_arguments(evaluate)
     sample = sub.add_parser("sample", help="draw samples from a trained run")
     sample.add_argument("--run", required=True, help="run directory")
     sample.add_argument(
@@ -146,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale of the base's std, >= 0 (0: the mode; default: the run's)",
     )
     _add_eval_options(sample)
+    add_cache_arguments(sample)
     models = sub.add_parser("models", help="list the models, or one model's options")
     models.add_argument(
         "name", nargs="?", help="a model name: list its --opt options, types and defaults"

@@ -23,6 +23,19 @@ from jflows.training import defaults as _defaults
 from jflows.training.defaults import DEFAULTS, MODEL_DEFAULTS
 
 
+def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--compile-cache DIR`` and ``--no-compile-cache`` (JAX's persistent compilation cache)."""
+    parser.add_argument(
+        "--compile-cache", metavar="DIR",
+        help="directory of the persistent compilation cache, so that the next run of the same "
+        "model skips compiling (default: $JFLOWS_COMPILATION_CACHE or ~/.cache/jflows/xla)",
+    )
+    parser.add_argument(
+        "--no-compile-cache", action="store_true",
+        help="do not read or write the compilation cache (also JFLOWS_COMPILATION_CACHE=off)",
+    )
+
+
 def add_train_parser(sub) -> argparse.ArgumentParser:
     """Adds the ``train`` subcommand and its flags to the subparsers ``sub``; returns it."""
     train = sub.add_parser("train", help="train a flow (resumes when --out holds a run)")
@@ -99,6 +112,7 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
     )
     _add_optimizer_arguments(train)
     train.epilog = "\n\n".join(p for p in (_catalogue(), train.epilog) if p)
+    add_cache_arguments(train)
     return train
 
 

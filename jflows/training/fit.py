@@ -29,6 +29,7 @@ import optax
 from jflows.data import Dataset
 from jflows.errors import ConfigError, TrainingDivergedError
 from jflows.training.batches import dataset_rows, n_rows, take
+from jflows.training.compile_cache import enable_compilation_cache
 from jflows.training.figures import all_figure_keys, estimate_of, figure_key
 from jflows.training.fit_steps import build_fit_steps, fit_mesh
 from jflows.training.loop import LoopResult, LoopSettings, train_loop
@@ -78,6 +79,7 @@ def fit(
     val_fraction: float | None = None,
     patience: int | None = None,
     config: dict[str, Any] | None = None,
+    compile_cache: str | os.PathLike | bool = True,
 ) -> tuple[TrainState, list[dict[str, Any]]]:
     """Trains ``model`` on ``dataset.train`` by maximum likelihood and evaluates on its test set.
 
@@ -144,6 +146,10 @@ def fit(
         config: the run's ``config.json`` content, written (with the split's row counts
             ``n_train``, ``n_val``, ``n_test``, ``val_fraction`` and ``split_seed``) into
             ``out_dir`` under its lock.
+        compile_cache: JAX's persistent compilation cache, so a restart loads the compiled
+            steps instead of compiling them: True (the default: ``JFLOWS_COMPILATION_CACHE`` or
+            ``~/.cache/jflows/xla``), a directory, or False (off); see
+            :mod:`jflows.training.compile_cache`.
 
     Returns:
         ``(state, history)``: the best state (the final one without a validation split) and
@@ -178,6 +184,8 @@ def fit(
     patience = check_patience(patience)
     if optimizer is None:
         optimizer = make_optimizer(learning_rate, grad_clip=grad_clip)
+    if compile_cache is not False:
+        enable_compilation_cache(None if compile_cache is True else compile_cache)
     started = time.perf_counter()
     fit_rows, val_rows = split_validation(len(dataset.train), val_fraction, seed)
     all_rows = dataset_rows(dataset, "train")  # (x, context) for conditional data
