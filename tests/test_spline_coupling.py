@@ -140,3 +140,24 @@ def test_a_single_feature_cannot_be_split():
 def test_bad_nsf_arguments_raise_config_errors(shape, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         jm.nsf(shape, **kwargs)
+
+
+def test_nsf_permutes_features_between_pairs_for_more_than_two():
+    """At initialisation the splines are the identity, so the flow is exactly the fixed
+    permutation applied once per coupling pair (d > 2), and the identity without it."""
+    from jflows.bijectors import Permute
+
+    x = jax.random.normal(jax.random.key(0), (4, 6))
+    mixed = jm.nsf((6,), n_couplings=4, hidden=(8,))
+    z = mixed.apply(mixed.init(jax.random.key(1), x), x, method="forward")
+    perm = np.asarray(Permute.random(6, seed=0).permutation)
+    np.testing.assert_allclose(z, np.asarray(x)[:, perm][:, perm], rtol=1e-6, atol=1e-6)
+    halves = jm.nsf((6,), n_couplings=4, hidden=(8,), permutation="none")
+    z = halves.apply(halves.init(jax.random.key(1), x), x, method="forward")
+    np.testing.assert_allclose(z, x, rtol=1e-6, atol=1e-6)
+    two = jm.nsf((2,), n_couplings=2, hidden=(8,))  # d = 2: halves already alternate
+    y = x[:, :2]
+    np.testing.assert_allclose(two.apply(two.init(jax.random.key(1), y), y, method="forward"),
+                               y, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ConfigError, match="permutation"):
+        jm.nsf((6,), permutation="reverse")

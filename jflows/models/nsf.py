@@ -13,6 +13,7 @@ from jflows.bijectors import (
     Chain,
     ConvNet,
     Inverse,
+    Permute,
     SplineCoupling,
     Squeeze,
     Stack,
@@ -37,8 +38,12 @@ def _spline_pair(
     actnorm: bool,
     dtype: str,
     use_context: bool,
+    permute: tuple[int, ...] | None = None,
 ) -> Chain:
-    """ActNorm (optional) and a spline coupling on each half of the last axis in turn."""
+    """ActNorm (optional) and a spline coupling on each half in turn, then ``permute``.
+
+    ``permute`` is a fixed permutation of the features (None: none).
+    """
     layers: list[Bijector] = []
     for parity in (0, 1):
         if actnorm:
@@ -57,6 +62,8 @@ def _spline_pair(
                 use_context=use_context,
             )
         )
+    if permute is not None:
+        layers.append(Permute(permute))
     return Chain(layers)
 
 
@@ -74,6 +81,7 @@ def nsf(
     training: bool = True,
     dtype: Literal["float32", "float64"] = "float32",
     context_shape: tuple[int, ...] | None = None,
+    permutation: Literal["random", "none"] = "random",
 ) -> Flow:
     """A neural spline flow (rational-quadratic spline couplings), optionally conditional.
 
@@ -85,7 +93,10 @@ def nsf(
     4 channels to split) and unsqueezed at the end, so ``z`` has the image's shape. Each
     element's spline has ``num_bins`` bins on ``[-bound, bound]`` and identity tails, and
     starts as the identity (zero-initialised conditioners). The pairs of couplings are stacked
-    with ``nn.scan``. A run's standardisation puts vector data mostly inside ``[-3, 3]``, the
+    with ``nn.scan``. For vectors of more than two features every pair ends with one fixed
+    random permutation of the features (the same in every pair, so the pairs stay identical
+    and scanned): with halves alone, features in the same half never condition each other's
+    transforms. A run's standardisation puts vector data mostly inside ``[-3, 3]``, the
     default interval.
 
     Args:
@@ -105,6 +116,9 @@ def nsf(
         context_shape: shape of one context (e.g. ``(k,)``) for a conditional flow
             ``p(x | c)``: every conditioner also sees the context. Then pass ``context=...`` to
             ``log_prob`` and ``sample``. None: unconditional.
+        permutation: ``"random"``: a fixed random permutation of the features (numpy seed
+            0) after every coupling pair, for vectors of more than two features;
+            ``"none"``: halves only.
 
     Returns:
         A :class:`~jflows.models.Flow`.
@@ -132,10 +146,16 @@ def nsf(
     ):
         raise ConfigError(f"nsf: n_couplings must be a positive even number, got {n_couplings!r}")
     check_spline_settings(num_bins, bound, "nsf")
+    if permutation not in ("random", "none"):
+        raise ConfigError(f"nsf: permutation must be 'random' or 'none', got {permutation!r}")
+    permute = None
     if kind == "vector":
         require_two_dims("nsf", event_shape)
         widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
         event_ndims = 1
+        d = int(event_shape[-1])
+        if permutation == "random" and d > 2:
+            permute = Permute.random(d, seed=0).permutation
     else:
         h, w, _ = (int(s) for s in event_shape)
         if h % 2 or w % 2:
@@ -147,7 +167,7 @@ def nsf(
         event_ndims = 3
     make = functools.partial(
         _spline_pair, event_ndims, widths, num_bins, float(bound), actnorm, dtype,
-        context_shape is not None,
+        context_shape is not None, permute,
     )
     layers: list[Bijector] = [Stack(make, length=n_couplings // 2, unroll=unroll)]
     if kind == "image":

@@ -69,7 +69,10 @@ GLOSSARY: dict[str, str] = {
     "n_terms": "terms of the truncated log-det series (training)",
     "num_bins": "bins K of every rational-quadratic spline",
     "on_nonconvergence": "what a non-converged inverse does: raise, nan or ignore",
-    "permutation": "feature permutation after every autoregressive layer: reverse or random",
+    "permutation": (
+        "feature permutation after every autoregressive layer (reverse or random) or "
+        "coupling pair (nsf: random or none)"
+    ),
     "pool_hidden": "channels of each max-pool's conditional network",
     "power_iterations": "power iterations per training step (spectral normalisation)",
     "q_hidden": "MLP widths of the augmentation's q(a | x)",
