@@ -108,7 +108,7 @@ def _count_eqns(jaxpr) -> int:
     )
 
 
-@pytest.mark.parametrize("direction", ["maf", "iaf"])
+@pytest.mark.parametrize("direction", ["maf", pytest.param("iaf", marks=pytest.mark.slow)])
 def test_sequential_direction_is_one_loop_whatever_the_dimension(direction):
     """``D`` MADE passes run in a ``fori_loop``: the program does not grow with ``D``."""
     layer = jb.MaskedAutoregressive(jb.MADE((16,)), transform="spline", direction=direction)
@@ -124,8 +124,13 @@ def test_sequential_direction_is_one_loop_whatever_the_dimension(direction):
     assert sizes[0] == sizes[1]
 
 
+# the spline variants (seconds of compilation each) run with the release suite
+EXACT_LAYERS = [pytest.param(t, d, marks=pytest.mark.slow) if t == "spline" else (t, d)
+                for t, d in LAYERS]
+
+
 @pytest.mark.float64
-@pytest.mark.parametrize(("transform", "direction"), LAYERS)
+@pytest.mark.parametrize(("transform", "direction"), EXACT_LAYERS)
 def test_sequential_inversion_is_exact(transform, direction):
     """After ``D`` passes the sequential direction is exact, not iterated to a tolerance."""
     dim = 6
@@ -184,7 +189,7 @@ def test_factories_refuse_images_and_bad_options(name):
 
 
 @pytest.mark.parametrize(("name", "transform"), [
-    ("maf", "affine"), ("iaf", "affine"),
+    pytest.param("maf", "affine", marks=pytest.mark.slow), ("iaf", "affine"),
     pytest.param("iaf", "spline", marks=pytest.mark.slow),
 ])
 def test_conditional_models_sample_score_and_train(name, transform):

@@ -107,6 +107,8 @@ SLOW_CASES = {
     # masked autoregressive: the fast suite keeps every layer kind and direction
     "model_iaf_spline", "model_maf_spline_random", "model_maf_conditional",
     "maf_spline_conditional",
+    # the vector models built from layers the fast suite checks one by one (CI time)
+    "model_nsf_vector", "model_maf", "model_iaf",
 }
 
 

@@ -181,7 +181,8 @@ def _exact_indexed(flow, variables, points, indices, method, jac=jax.jacfwd):
 
 
 @pytest.mark.parametrize(("base_model", "jac_inverse", "method"), [
-    ("realnvp", jax.jacfwd, "direct"), ("resflow", jax.jacrev, "implicit")])
+    ("realnvp", jax.jacfwd, "direct"),
+    pytest.param("resflow", jax.jacrev, "implicit", marks=pytest.mark.slow)])
 def test_cif_per_index_maps_match_svd_with_the_index_held(base_model, jac_inverse, method):
     from jflows.models.measured_map import measured_map
     kw = {"logdet": "exact", "training": False} if base_model == "resflow" else {}

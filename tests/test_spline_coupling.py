@@ -142,6 +142,7 @@ def test_bad_nsf_arguments_raise_config_errors(shape, kwargs, match):
         jm.nsf(shape, **kwargs)
 
 
+@pytest.mark.slow
 def test_nsf_permutes_features_between_pairs_for_more_than_two():
     """At initialisation the splines are the identity, so the flow is exactly the fixed
     permutation applied once per coupling pair (d > 2), and the identity without it."""
