@@ -13,6 +13,7 @@ from jflows.errors import (
     MissingRngError,
     ShapeError,
 )
+from jflows.models.evaluate import evaluate_log_prob
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,7 @@ __all__ = [
     "MissingRngError",
     "ShapeError",
     "bijectors",
+    "evaluate_log_prob",
     "kernels",
     "models",
     "names",

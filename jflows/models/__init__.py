@@ -7,6 +7,7 @@ from jflows.models.checked import checked_apply
 from jflows.models.cif import cif
 from jflows.models.diagnostics import ResidualReport, residual_diagnostics
 from jflows.models.distrax_adapter import FlowBijector, to_distrax
+from jflows.models.evaluate import evaluate_log_prob
 from jflows.models.flow import Flow
 from jflows.models.glow import glow
 from jflows.models.hybrid import Hybrid, hybrid
@@ -53,6 +54,7 @@ __all__ = [
     "bi_lipschitz",
     "checked_apply",
     "cif",
+    "evaluate_log_prob",
     "glow",
     "hybrid",
     "iaf",

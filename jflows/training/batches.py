@@ -14,15 +14,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
-import jax
-import numpy as np
-
 from jflows.data import Dataset
-
-Rows = Any
-"""An array, or a tuple of arrays with the same number of rows (``(x, context)``)."""
+from jflows.models.evaluate import Rows, n_rows, pad_rows, take  # noqa: F401 (re-exported)
 
 
 def dataset_rows(dataset: Dataset, split: str) -> Rows:
@@ -30,26 +23,6 @@ def dataset_rows(dataset: Dataset, split: str) -> Rows:
     x = getattr(dataset, split)
     c = getattr(dataset, f"{split}_context", None)
     return x if c is None else (x, c)
-
-
-def n_rows(rows: Rows) -> int:
-    """The number of rows (the first axis of the first array)."""
-    return int(jax.tree.leaves(rows)[0].shape[0])
-
-
-def take(rows: Rows, index) -> Rows:
-    """The rows at ``index`` (an index array or a slice) of every array."""
-    return jax.tree.map(lambda a: a[index], rows)
-
-
-def pad_rows(rows: Rows, size: int) -> Rows:
-    """``rows`` padded to ``size`` rows with copies of the first (host arrays)."""
-    missing = size - n_rows(rows)
-    if missing <= 0:
-        return rows
-    return jax.tree.map(
-        lambda a: np.concatenate([a, np.repeat(a[:1], missing, axis=0)]), rows
-    )
 
 
 def as_args(batch: Rows) -> tuple:

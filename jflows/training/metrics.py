@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jflows.training.batches import n_rows, pad_rows, take
+from jflows.models.evaluate import stream_rows
 from jflows.training.state import TrainState
 from jflows.training.step import EvalStep
 
@@ -64,19 +64,15 @@ def evaluate_nll(
         ((10,), dtype('float64'))
     """
     key = evaluation_key() if key is None else key
-    n = n_rows(data)
-    results = []
-    for b, start in enumerate(range(0, n, batch_size)):
-        batch = take(data, slice(start, start + batch_size))
-        real = n_rows(batch)
-        batch = pad_rows(batch, batch_size)
+
+    def one(batch, b):
         if sharding is not None:
             batch = jax.tree.map(
                 lambda a: jax.make_array_from_callback(a.shape, sharding, lambda i: a[i]), batch
             )
-        nll = eval_step(state, batch, jax.random.fold_in(key, b))
-        results.append((nll, real))
-    return np.concatenate([np.asarray(nll, np.float64)[:real] for nll, real in results])
+        return eval_step(state, batch, jax.random.fold_in(key, b))
+
+    return stream_rows(one, data, batch_size).astype(np.float64)
 
 
 def summarize_nll(nll: np.ndarray, dims: int, is_image: bool) -> dict[str, float]:

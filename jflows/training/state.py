@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import flax.linen as nn
@@ -12,6 +11,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from jflows.models.evaluate import stream_keys  # noqa: F401 (re-exported)
 from jflows.names import DIAGNOSTICS, PARAMS
 from jflows.training.parallel import make_mesh, replicated_sharding
 
@@ -63,21 +63,6 @@ def strong(tree: PyTree) -> PyTree:
         return leaf
 
     return jax.tree_util.tree_map(fix, tree)
-
-
-def stream_keys(model: nn.Module, key: jax.Array) -> dict[str, jax.Array]:
-    """One key per RNG stream the model declares (``model.rng_streams``), derived from ``key``.
-
-    Each stream's key is ``fold_in(key, crc32(name))``, so a stream's draws do not change when
-    a model gains or loses another stream. A module without declarations gets no streams.
-
-    Example:
-        >>> flow = jflows.models.resflow((2,), n_blocks=1, hidden=(8,))
-        >>> sorted(stream_keys(flow, jax.random.key(0)))
-        ['logdet', 'sample']
-    """
-    streams = sorted(getattr(model, "rng_streams", ()))
-    return {name: jax.random.fold_in(key, zlib.crc32(name.encode())) for name in streams}
 
 
 def init_rngs(model: nn.Module, key: jax.Array) -> dict[str, jax.Array]:
