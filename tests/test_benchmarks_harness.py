@@ -16,7 +16,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("workload", "stacks"), [("w2_realnvp2d", ["jflows", "floor"])])
+@pytest.mark.parametrize(
+    ("workload", "stacks"),
+    [("w2_realnvp2d", ["jflows", "floor"]), ("w4_resflow_digits", ["jflows"])],
+)
 def test_workload_runs_a_few_steps(workload, stacks):
     cmd = [sys.executable, "-m", f"benchmarks.workloads.{workload}", "--steps", "6",
            "--stacks", *stacks]

@@ -89,13 +89,22 @@ def standard_rows(results: dict[str, dict], labels: dict[str, str], score: str) 
 
 
 def seed_means(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
-    """Per stack, the median over seeds of its median ms/step (for the goal lines)."""
+    """Per stack, what the goal lines compare over seeds.
+
+    The median over seeds of its median ms/step, the largest peak RSS of training and, with
+    several seeds, the test score's mean (``test``) and standard error (``test_se``).
+    """
     out: dict[str, dict] = {}
     for stack in per_seed[0]:
         runs = [r[stack] for r in per_seed if r.get(stack, {}).get("status") == "ok"]
         if len(runs) == len(per_seed):
             out[stack] = {"status": "ok",
-                          "median_ms": float(np.median([r["median_ms"] for r in runs]))}
+                          "median_ms": float(np.median([r["median_ms"] for r in runs])),
+                          "rss_train_mb": max(r["rss_train_mb"] for r in runs)}
+            scores = [r.get("test") for r in runs]
+            if len(runs) > 1 and all(v is not None for v in scores):
+                out[stack]["test"] = float(np.mean(scores))
+                out[stack]["test_se"] = float(np.std(scores, ddof=1) / np.sqrt(len(scores)))
         else:
             out[stack] = {"status": "failed"}
     return out
