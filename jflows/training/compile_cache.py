@@ -29,8 +29,14 @@ import jax
 ENV = "JFLOWS_COMPILATION_CACHE"
 """Environment variable: a cache directory, or 0/off/false/none to disable the cache."""
 OFF = ("0", "off", "false", "none", "no", "")
-MIN_COMPILE_SECONDS = 0.5
-"""Executables that took less than this to compile are not stored (JAX's default is 1 s)."""
+MIN_COMPILE_SECONDS = 0.0
+"""Executables that took less than this to compile are not stored (JAX's default is 1 s).
+
+0: every executable is stored, down to the key splits and data placement that run eagerly
+before the first step. Each of those compiles in 0.02-0.3 s; on a restart of a 2-D flow they
+were a fifth of the time to the first step (``benchmarks/investigations/warm_start.py``).
+Their entries are a few kB each.
+"""
 
 
 def default_cache_dir() -> str:
