@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from jflows.bijectors.base import param_dtype_for
 from jflows.errors import ConfigError
+from jflows.kernels.small_conv import conv_general_dilated
 
 ACTIVATIONS = {"relu": nn.relu, "elu": nn.elu, "tanh": jnp.tanh, "gelu": nn.gelu}
 
@@ -95,6 +96,9 @@ class ConvNet(nn.Module):
 
     With the default ``kernel_sizes=(3, 1, 3)`` this is the Glow / Residual Flows block shape:
     3x3 conv to ``hidden`` channels, 1x1 conv, 3x3 conv to ``out_features``. "SAME" padding.
+    On images no larger than a kernel's window (the 2x2 top level of Glow on 8x8 digits) a
+    convolution runs as one dense matrix product
+    (:func:`jflows.kernels.small_conv.conv_general_dilated`; same parameters and results).
 
     Attributes:
         hidden: channels of the hidden layers.
@@ -132,7 +136,7 @@ class ConvNet(nn.Module):
             else:
                 k_init = b_init = torch_uniform(fan_in)
             x = nn.Conv(feats, (k, k), padding="SAME", kernel_init=k_init, bias_init=b_init,
-                        param_dtype=pdt)(x)
+                        param_dtype=pdt, conv_general_dilated=conv_general_dilated)(x)
             if not last:
                 x = act(x)
         return x.reshape((*lead, *x.shape[1:]))
