@@ -102,6 +102,11 @@ def parser(workload: Workload) -> argparse.ArgumentParser:
         help="run every stack once per seed and add a table of the test scores' mean and "
         "standard error over seeds (and the median ms/step)",
     )
+    p.add_argument(
+        "--compile-cache", metavar="DIR", default=None,
+        help="JAX's persistent compilation cache for the JAX stacks "
+        "(jflows.training.compile_cache.enable_compilation_cache); default: off",
+    )
     if workload.options is not None:
         workload.options(p)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -112,6 +117,10 @@ def parser(workload: Workload) -> argparse.ArgumentParser:
 def worker(workload: Workload, args: argparse.Namespace) -> None:
     """Child process: runs one stack on one data set and writes its result as JSON."""
     stack = workload.stacks[args.worker]
+    if args.compile_cache and stack.runner == "jax":
+        from jflows.training.compile_cache import enable_compilation_cache
+
+        enable_compilation_cache(args.compile_cache)
     try:
         train, test = workload.pools(args.data[0])
         idx = common.index_table(len(train), args.steps, workload.batch)

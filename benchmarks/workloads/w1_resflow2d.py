@@ -64,10 +64,12 @@ def load_into_jflows(state, blocks, optimizer):
     jflows stores a dense kernel as (in, out), or (out, in) where the layer narrows; the
     ``lipschitz`` collection holds each layer's ``u`` (out) and ``v`` (in).
     """
+    import jax
     import jax.numpy as jnp
     from flax import traverse_util
 
     from jflows.names import LIPSCHITZ
+    from jflows.training.state import strong
 
     def stack(i, key):
         return np.stack([blk[i][key] for blk in blocks])
@@ -93,7 +95,11 @@ def load_into_jflows(state, blocks, optimizer):
 
     params = replace(state.params)
     collections = {**state.collections, LIPSCHITZ: replace(state.collections[LIPSCHITZ])}
-    return state.replace(params=params, collections=collections, opt_state=optimizer.init(params))
+    new = state.replace(params=params, collections=collections,
+                        opt_state=strong(optimizer.init(params)))
+    # placed like the library's state: an eagerly built leaf (Adam's count) has another type
+    # than the step's output, and the step would compile a second time at step 2
+    return jax.device_put(new, jax.tree.map(lambda a: a.sharding, state))
 
 
 def normflows_blocks(brute_force: bool = False) -> list:

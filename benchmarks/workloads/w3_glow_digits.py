@@ -34,6 +34,23 @@ def pools(data: str) -> tuple[np.ndarray, np.ndarray]:
     return train, C.dequant_draws(test)
 
 
+def jflows_flow(training: bool = True, preprocessing=None):
+    """The W3 Glow of jflows (``jflows.models.glow``), reading integer levels.
+
+    ``preprocessing`` defaults to ``image_preprocessing(17)`` (uniform dequantization first);
+    ``training`` is accepted for the workloads' common interface (a Glow is the same model in
+    training and evaluation).
+    """
+    from jflows import models as jm
+
+    if preprocessing is None:
+        preprocessing = jm.image_preprocessing(C.DIGITS_LEVELS)
+    return jm.glow(
+        (8, 8, 1), levels=LEVELS, steps=STEPS_PER_LEVEL, hidden=HIDDEN,
+        preprocessing=preprocessing,
+    )
+
+
 def build_jflows(task: Task):
     """The Glow of jflows, tested on the fixed draws ``k + u`` that normflows is tested on.
 
@@ -52,16 +69,9 @@ def build_jflows(task: Task):
         raise SystemExit(f"expected UniformDequantization first in image_preprocessing: {prep}")
     test_prep = [FixedAffine(scale=1.0, event_ndims=3), *prep[1:]]
 
-    def glow(preprocessing):
-        return jm.glow(
-            (8, 8, 1),
-            levels=LEVELS,
-            steps=STEPS_PER_LEVEL,
-            hidden=HIDDEN,
-            preprocessing=preprocessing,
-        )
-
-    model = jflows_model(task, glow(prep), eval_flow=glow(test_prep))
+    model = jflows_model(
+        task, jflows_flow(preprocessing=prep), eval_flow=jflows_flow(preprocessing=test_prep)
+    )
     return dataclasses.replace(
         model,
         test=lambda state: bits(np.mean([model.test(state, d) for d in task.test])),
