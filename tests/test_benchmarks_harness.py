@@ -26,3 +26,14 @@ def test_workload_runs_a_few_steps(workload, stacks):
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "jflows" in done.stdout and "ms/step" in done.stdout
+
+
+@pytest.mark.slow
+def test_w5_log_prob_runs_on_a_few_points():
+    """W5 (a throughput script, not a Workload): every model, jflows and one JAX peer."""
+    cmd = [sys.executable, "-m", "benchmarks.workloads.w5_log_prob", "--points", "300",
+           "--batch", "128", "--repeats", "1", "--stacks", "jflows", "distrax"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stdout.count("points/s") >= 3 and "failed" not in done.stdout, done.stdout
+    assert "realnvp: jflows / best peer (distrax) points/s" in done.stdout

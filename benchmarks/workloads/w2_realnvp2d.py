@@ -21,33 +21,34 @@ from benchmarks.harness.workload import Stack, Task, Workload, main
 N_LAYERS, HIDDEN = 8, (128, 128)
 
 
-def build_jflows(task: Task):
-    from benchmarks.harness.jax_runner import jflows_model
+def jflows_flow():
+    """The W2 RealNVP of jflows (``jflows.models.realnvp``)."""
     from jflows import models as jm
 
-    flow = jm.realnvp((2,), n_couplings=N_LAYERS, hidden=HIDDEN, scale_map="exp")
-    return jflows_model(task, flow)
+    return jm.realnvp((2,), n_couplings=N_LAYERS, hidden=HIDDEN, scale_map="exp")
 
 
-def build_flowjax(task: Task):
+def build_jflows(task: Task):
+    from benchmarks.harness.jax_runner import jflows_model
+
+    return jflows_model(task, jflows_flow())
+
+
+def flowjax_flow(seed: int):
+    """The W2 RealNVP of flowjax: ``coupling_flow`` with exp-scale affine, last layers zero."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
-    import optax
     import paramax
     from flowjax.bijections import Affine
     from flowjax.distributions import Normal
     from flowjax.flows import coupling_flow
-    from flowjax.train.losses import MaximumLikelihoodLoss
-    from flowjax.train.train_utils import step
-
-    from benchmarks.harness.jax_runner import JaxModel
 
     exp_affine = eqx.tree_at(
         lambda a: a.scale, Affine(), replace=paramax.Parameterize(jnp.exp, jnp.zeros(()))
     )
     flow = coupling_flow(
-        jax.random.key(task.seed),
+        jax.random.key(seed),
         base_dist=Normal(jnp.zeros(2)),
         transformer=exp_affine,
         flow_layers=N_LAYERS,
@@ -58,7 +59,19 @@ def build_flowjax(task: Task):
     )
     last = lambda f: f.bijection.bijection.bijection.bijections[0].conditioner.layers[-1]  # noqa: E731
     flow = eqx.tree_at(lambda f: (last(f).weight, last(f).bias), flow, replace_fn=jnp.zeros_like)
-    flow = eqx.tree_at(lambda f: f.base_dist, flow, replace_fn=paramax.non_trainable)
+    return eqx.tree_at(lambda f: f.base_dist, flow, replace_fn=paramax.non_trainable)
+
+
+def build_flowjax(task: Task):
+    import equinox as eqx
+    import optax
+    import paramax
+    from flowjax.train.losses import MaximumLikelihoodLoss
+    from flowjax.train.train_utils import step
+
+    from benchmarks.harness.jax_runner import JaxModel
+
+    flow = flowjax_flow(task.seed)
     params, static = eqx.partition(
         flow, eqx.is_inexact_array, is_leaf=lambda leaf: isinstance(leaf, paramax.NonTrainable)
     )
@@ -79,14 +92,12 @@ def build_flowjax(task: Task):
     )
 
 
-def build_distrax(task: Task):
+def distrax_realnvp():
+    """The W2 RealNVP in distrax+flax: a linen module whose ``__call__`` is ``log_prob``."""
     import distrax
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
-    import optax
-
-    from benchmarks.harness.jax_runner import JaxModel
 
     def torch_init(fan_in):  # U(+-1/sqrt(fan_in)) for weights and biases, as torch.nn.Linear
         bound = 1.0 / math.sqrt(fan_in)
@@ -119,7 +130,17 @@ def build_distrax(task: Task):
             base = distrax.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
             return distrax.Transformed(base, distrax.Chain(layers)).log_prob(x)
 
-    model, opt = RealNVP(), optax.adam(task.lr)
+    return RealNVP()
+
+
+def build_distrax(task: Task):
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from benchmarks.harness.jax_runner import JaxModel
+
+    model, opt = distrax_realnvp(), optax.adam(task.lr)
     params = jax.jit(model.init)(jax.random.key(task.seed), task.train[task.idx[0]])
 
     @jax.jit
@@ -137,11 +158,9 @@ def build_distrax(task: Task):
     )
 
 
-def build_normflows(task: Task):
+def normflows_flow():
+    """The W2 RealNVP of normflows (``AffineCouplingBlock``s, last layers zero)."""
     import normflows as nf
-    import torch
-
-    from benchmarks.harness.torch_runner import TorchModel
 
     flows = [
         nf.flows.AffineCouplingBlock(
@@ -151,7 +170,15 @@ def build_normflows(task: Task):
         )
         for i in range(N_LAYERS)
     ]
-    model = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
+    return nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
+
+
+def build_normflows(task: Task):
+    import torch
+
+    from benchmarks.harness.torch_runner import TorchModel
+
+    model = normflows_flow()
 
     def test(model) -> float:
         with torch.no_grad():
