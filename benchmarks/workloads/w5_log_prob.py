@@ -41,7 +41,7 @@ import numpy as np
 
 from benchmarks.harness import common as C
 from benchmarks.harness import report
-from benchmarks.harness.workload import ROOT, _command
+from benchmarks.harness.workload import PEERS, ROOT, _command
 
 NOISE = 0.05
 BATCH = {"realnvp": 10_000, "resflow": 10_000, "glow": 2_000}
@@ -50,7 +50,6 @@ STACKS = {
     "resflow": ("jflows", "normflows"),
     "glow": ("jflows", "normflows"),
 }
-PEERS = ("torch", "normflows", "flowjax", "distrax", "equinox", "paramax")
 
 
 # ---------------------------------------------------------------- data and noise
