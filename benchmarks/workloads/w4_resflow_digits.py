@@ -226,7 +226,7 @@ def jflows_flow(training: bool = True, preprocessing=None):
     layers = [
         Squeeze(),
         ActNorm(event_ndims=3, param_dtype="float32"),
-        Stack(block, length=N_BLOCKS, unroll=True),
+        Stack(block, length=N_BLOCKS, unroll=True if training else 1),  # as resflow's
         Inverse(Squeeze()),
     ]
     return assemble_flow((8, 8, 1), layers, preprocessing, "standard", "float32")

@@ -62,6 +62,8 @@ class Stack(Layer):
         remat: recompute block activations in the backward pass (saves memory).
         unroll: blocks per iteration of the compiled loop (``True``: all of them). Larger
             values compile more code but can run faster, notably for convolutions on CPU.
+            ``init`` always scans one block per iteration (it runs once; W4's ``init``
+            compiles about 2.5x faster rolled, with the same variables).
 
     Example:
         >>> import functools
@@ -96,7 +98,8 @@ class Stack(Layer):
             split_rngs={s: True for s in sorted({PARAMS, *self.rng_streams})},
             in_axes=nn.broadcast,
             length=self.length,
-            unroll=self.unroll,
+            # init runs once: unrolling would only multiply its compile time and memory
+            unroll=1 if self.is_initializing() else self.unroll,
         )
         backward = {**common, "reverse": True}
         scanned = nn.scan(

@@ -146,10 +146,14 @@ def residual_flow(
         )
     conv_hidden = hidden if isinstance(hidden, int) else int(hidden[0])
 
+    # evaluation computes no kernel gradients, the reason to unroll (see resflow's unroll)
+    conv_unroll = unroll if training else 1
+
     def scale(level: int, shape_now: tuple[int, int, int]) -> list[Bijector]:
         layers: list[Bijector] = [
             _image_blocks(
-                shape_now, n_blocks, conv_hidden, branch_kw, block_kw, actnorm, settings, unroll
+                shape_now, n_blocks, conv_hidden, branch_kw, block_kw, actnorm, settings,
+                conv_unroll,
             )
         ]
         if level == n_scales - 1:
