@@ -186,6 +186,19 @@ def test_factories_refuse_images_and_bad_options(name):
         factory((3,), transform="cubic")
     with pytest.raises(ConfigError, match="n_layers"):
         factory((3,), n_layers=0)
+    with pytest.raises(ConfigError, match="scale_bound must be > 0, got 0"):
+        factory((3,), scale_bound=0.0)
+
+
+@pytest.mark.parametrize("name", ["maf", "iaf"])
+def test_factories_bound_every_affine_log_scale(name):
+    """``scale_bound`` reaches every layer: with huge raw outputs |log det| = D b per layer."""
+    x = jnp.ones((4, 3))
+    flow = jm.MODELS[name]((3,), n_layers=2, hidden=(8,), scale_bound=0.5)
+    variables = flow.init(jax.random.key(0), x)
+    huge = jax.tree.map(lambda a: jnp.full_like(a, 50.0), variables["params"])
+    _, log_det = flow.apply({**variables, "params": huge}, x, method="forward_and_log_det")
+    assert np.allclose(np.abs(log_det), 2 * 3 * 0.5, atol=1e-4)
 
 
 @pytest.mark.parametrize(("name", "transform"), [

@@ -77,6 +77,7 @@ GLOSSARY: dict[str, str] = {
     "power_iterations": "power iterations per training step (spectral normalisation)",
     "q_hidden": "MLP widths of the augmentation's q(a | x)",
     "remat_surrogate": "recompute the Neumann surrogate in the backward pass (memory)",
+    "scale_bound": "bound b of the affine log-scales, s = b tanh(raw / b) (maf, iaf)",
     "scale_map": "parameterisation of the coupling scales",
     "sign_hidden": "MLP widths of the learned sign probability",
     "stages": "number of scales, with a squeeze between consecutive ones (mintnet)",
