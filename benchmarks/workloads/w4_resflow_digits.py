@@ -122,10 +122,12 @@ def shared_init(seed: int) -> list[list[dict[str, np.ndarray]]]:
 
 def load_into_jflows(state, blocks, optimizer):
     """``state`` with the ``shared_init`` weights (stacked over blocks) and a fresh Adam state."""
+    import jax
     import jax.numpy as jnp
     from flax import traverse_util
 
     from jflows.names import LIPSCHITZ
+    from jflows.training.state import strong
 
     h, wd, _ = SQUEEZED
 
@@ -155,7 +157,11 @@ def load_into_jflows(state, blocks, optimizer):
 
     params = replace(state.params)
     collections = {**state.collections, LIPSCHITZ: replace(state.collections[LIPSCHITZ])}
-    return state.replace(params=params, collections=collections, opt_state=optimizer.init(params))
+    new = state.replace(params=params, collections=collections,
+                        opt_state=strong(optimizer.init(params)))
+    # placed like the library's state: an eagerly built leaf (Adam's count) has another type
+    # than the step's output, and the step would compile a second time at step 2
+    return jax.device_put(new, jax.tree.map(lambda a: a.sharding, state))
 
 
 def load_into_normflows(residuals, blocks) -> None:
