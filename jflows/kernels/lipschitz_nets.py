@@ -115,10 +115,20 @@ def residual_mlp(
 
 
 def _conv(h: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``h`` convolved with the HWIO ``kernel``, computed from the kernel transposed to HWOI.
+
+    The log-det series runs the branch's vector-Jacobian products in a ``while`` loop; the
+    transpose of a convolution reads its kernel with ``in`` and ``out`` swapped, and XLA:CPU
+    only runs a convolution as a fast fused kernel when the kernel it reads is laid out HWIO,
+    which it does not arrange inside a loop (about 3x slower per convolution). Convolving with
+    the HWOI transpose makes the loop's transposes read HWIO; the forward and gradient
+    convolutions outside the loop are fast either way (W4 step: ``benchmarks/README.md``).
+    """
     lead = h.shape[:-3]
     flat = h.reshape((-1, *h.shape[-3:]))
     out = lax.conv_general_dilated(
-        flat, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        flat, kernel.transpose(0, 1, 3, 2), (1, 1), "SAME",
+        dimension_numbers=("NHWC", "HWOI", "NHWC"),
     )
     return out.reshape((*lead, *out.shape[1:]))
 
