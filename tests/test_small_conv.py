@@ -20,7 +20,8 @@ def reference(x, k):
 
 @pytest.mark.float64
 @pytest.mark.parametrize(("hw", "kernel"), [((2, 2), (3, 3)), ((1, 1), (3, 3)), ((2, 3), (3, 3)),
-                                            ((2, 2), (2, 2)), ((3, 1), (1, 3)), ((4, 4), (3, 3))])
+                                            ((2, 2), (2, 2)), ((3, 1), (1, 3)), ((4, 4), (3, 3)),
+                                            ((4, 2), (3, 3))])
 def test_equals_the_convolution(hw, kernel):
     key_x, key_k = jax.random.split(jax.random.key(0))
     x = jax.random.normal(key_x, (5, *hw, 3))
@@ -47,6 +48,17 @@ def test_conv_net_on_the_top_level_of_a_multiscale_flow_runs_no_convolution():
     variables = net.init(jax.random.key(0), x, 8)
     hlo = _ops(lambda v, x: net.apply(v, x, 8), variables, x)
     assert hlo.count("stablehlo.convolution") == 1
-    big = jnp.ones((3, 4, 4, 8))  # 16 pixels > 9 taps: still convolutions
-    assert _ops(lambda v, x: net.apply(v, x, 8), variables, big).count("stablehlo.convolution") == 3
     assert sorted(variables["params"]) == ["Conv_0", "Conv_1", "Conv_2"]  # names unchanged
+
+
+@pytest.mark.parametrize(("hw", "channels", "out", "convolutions"), [
+    ((4, 4), 16, 16, 3),  # 16 pixels > 9 taps, many channels: convolutions
+    ((4, 4), 2, 4, 1),  # Glow's 4x4 level: 2 -> hidden and hidden -> 4 channels go dense
+    ((8, 8), 2, 4, 3),  # 64 pixels > 2 x 9 taps: convolutions
+])
+def test_few_channels_on_images_up_to_twice_the_window_go_dense(hw, channels, out, convolutions):
+    net = jb.ConvNet(hidden=16)
+    x = jnp.ones((3, *hw, channels))
+    variables = net.init(jax.random.key(0), x, out)
+    hlo = _ops(lambda v, x: net.apply(v, x, out), variables, x)
+    assert hlo.count("stablehlo.convolution") == convolutions
