@@ -66,22 +66,27 @@ def points(model: str, n: int) -> np.ndarray:
 
 
 def jax_noise(tree, seed: int):
-    """Every inexact leaf of ``tree`` plus N(0, NOISE^2) noise."""
+    """Every inexact leaf of ``tree`` plus N(0, NOISE^2) noise (one jitted call)."""
     import jax
 
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(jax.random.key(1000 + seed), len(leaves))
-    noisy = [
-        leaf + NOISE * jax.random.normal(k, leaf.shape, leaf.dtype)
-        if hasattr(leaf, "dtype") and np.issubdtype(leaf.dtype, np.floating) else leaf
-        for leaf, k in zip(leaves, keys)
-    ]
-    return jax.tree.unflatten(treedef, noisy)
+    def add(tree):
+        leaves, treedef = jax.tree.flatten(tree)
+        keys = jax.random.split(jax.random.key(1000 + seed), len(leaves))
+        noisy = [
+            leaf + NOISE * jax.random.normal(k, leaf.shape, leaf.dtype)
+            if hasattr(leaf, "dtype") and np.issubdtype(leaf.dtype, np.floating) else leaf
+            for leaf, k in zip(leaves, keys)
+        ]
+        return jax.tree.unflatten(treedef, noisy)
+
+    return jax.jit(add)(tree)
 
 
-def torch_noise(model) -> None:
+def torch_noise(model, seed: int) -> None:
+    """Every parameter of ``model`` plus N(0, NOISE^2) noise (torch's generator seeded)."""
     import torch
 
+    torch.manual_seed(1000 + seed)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(NOISE * torch.randn_like(p))
@@ -191,7 +196,7 @@ def normflows_realnvp(batch: int, seed: int):
     from benchmarks.workloads.w2_realnvp2d import normflows_flow
 
     model = normflows_flow()
-    torch_noise(model)
+    torch_noise(model, seed)
     return torch_batches(model, batch)
 
 
@@ -227,7 +232,7 @@ def normflows_glow(batch: int, seed: int):
     first = points("glow", 500).transpose(0, 3, 1, 2) / C.DIGITS_LEVELS
     with torch.no_grad():  # ActNorm's data-dependent initialisation, as in training
         model.log_prob(torch.from_numpy(np.ascontiguousarray(first)), None)
-    torch_noise(model)
+    torch_noise(model, seed)
     score = torch_batches(
         types.SimpleNamespace(eval=model.eval, log_prob=lambda y: model.log_prob(y, None)),
         batch,
