@@ -258,10 +258,12 @@ BUILDERS = {
 
 def measure(model: str, stack: str, args) -> dict:
     """Builds one stack's scorer, times its first call and ``args.repeats`` whole passes."""
-    if stack == "normflows" and args.torch_threads:
+    if stack == "normflows":
         import torch
 
-        torch.set_num_threads(args.torch_threads)
+        torch.manual_seed(args.seed)  # the models' own initialisation
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
     batch = min(args.batch or BATCH[model], args.points)
     x = points(model, args.points)
     start = time.perf_counter()
