@@ -23,6 +23,8 @@ Example:
     (P('data',), P())
     >>> shard_batch(np.zeros((8, 2)), mesh).shape
     (8, 2)
+    >>> [a.shape for a in shard_batch((np.zeros((8, 2)), np.ones((8, 1))), mesh)]
+    [(8, 2), (8, 1)]
 """
 
 from __future__ import annotations
@@ -86,9 +88,16 @@ def replicate(tree, mesh: Mesh):
     return jax.tree.map(lambda leaf: place(leaf, sharding), tree)
 
 
-def shard_batch(local_batch, mesh: Mesh) -> jax.Array:
-    """A global batch from this process's rows (all rows when there is one process)."""
-    return jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(local_batch))
+def shard_batch(local_batch, mesh: Mesh):
+    """A global batch from this process's rows (all rows when there is one process).
+
+    ``local_batch`` is an array or ``(x, context)`` (:mod:`jflows.training.batches`); every
+    array is split over the mesh the same way, so each device holds the contexts of its rows.
+    """
+    sharding = batch_sharding(mesh)
+    return jax.tree.map(
+        lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), local_batch
+    )
 
 
 def place(array, sharding: NamedSharding) -> jax.Array:

@@ -3,9 +3,10 @@
 :func:`jflows.training.make_train_step` with a mesh is the one path ``fit`` uses, on one device
 or many (see :mod:`jflows.training.parallel`). This module offers the same training step under
 ``jax.pmap`` for users of that API: the state carries a leading replica axis
-(:func:`replicate_for_pmap`), the batch is split into ``(n_devices, batch / n_devices, ...)``
-(:func:`split_for_pmap`), the key is shared, and the loss and gradients are averaged over
-replicas with ``lax.pmean``, so every replica applies the same update.
+(:func:`replicate_for_pmap`), the batch (an array, or ``(x, context)`` for a conditional
+model) is split into ``(n_devices, batch / n_devices, ...)`` (:func:`split_for_pmap`), the key
+is shared, and the loss and gradients are averaged over replicas with ``lax.pmean``, so every
+replica applies the same update.
 
 Randomness differs from the ``jit`` step: every replica folds its index into the step key
 before deriving its streams, so each replica draws its own dequantization noise, Hutchinson
@@ -38,6 +39,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jflows.errors import ConfigError
+from jflows.training.batches import n_rows
 from jflows.training.parallel import DATA_AXIS
 from jflows.training.step import EvalStep, TrainStep, eval_step_fn, train_step_fn
 
@@ -101,14 +103,20 @@ def replicate_for_pmap(tree, devices: Sequence[jax.Device] | None = None):
 
 
 def split_for_pmap(batch, n_devices: int | None = None):
-    """``(B, ...) -> (n, B / n, ...)`` for ``pmap``."""
+    """``(B, ...) -> (n, B / n, ...)`` for ``pmap``, for every array of ``(x, context)`` alike.
+
+    Example:
+        >>> x, c = split_for_pmap((np.zeros((8, 2)), np.ones((8, 1))), 2)
+        >>> x.shape, c.shape
+        ((2, 4, 2), (2, 4, 1))
+    """
     n = n_devices or jax.local_device_count()
-    batch = np.asarray(batch)
-    if len(batch) % n:
+    size = n_rows(batch)
+    if size % n:
         raise ConfigError(
-            f"batch size {len(batch)} does not split over {n} devices; use a multiple of {n}"
+            f"batch size {size} does not split over {n} devices; use a multiple of {n}"
         )
-    return batch.reshape(n, len(batch) // n, *batch.shape[1:])
+    return jax.tree.map(lambda a: np.asarray(a).reshape(n, size // n, *a.shape[1:]), batch)
 
 
 def unreplicate(tree):
