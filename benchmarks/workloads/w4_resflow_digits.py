@@ -26,6 +26,10 @@ N + 20``, coefficients ``1 / P(N >= k - 20)``, one draw of ``N`` per call) and j
 call). Both estimates are unbiased; over 297 x 8 evaluations their noise is far below the
 differences between seeds.
 
+"train loss end" is an NLL estimate (bits/dim) for jflows, but for normflows the value of its
+Neumann-gradient surrogate (``reduce_memory=True`` returns the surrogate, not the series
+estimate), so only the test column compares the two.
+
 Initial weights: ``--init shared`` (default) draws every convolution's kernel and bias
 (PyTorch's law ``U(+-1/sqrt(fan_in))``, the last /1000), LipSwish ``beta`` = 0.5 and the
 power-iteration vectors (the exact top singular pair of each convolution operator, from an SVD
