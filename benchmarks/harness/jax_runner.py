@@ -95,3 +95,38 @@ def jflows_model(task, flow, *, eval_flow=None, init=None) -> JaxModel:
         return float(np.mean(evaluate_nll(eval_step, state, x, len(x))))
 
     return JaxModel(state=state, step=step, test=test_nll, params=lambda s: s.params)
+
+
+def load_shared_weights(state, values: dict, optimizer, *, skip_missing: bool = False):
+    """``state`` with the shared initial weights ``values`` and a fresh optimiser state.
+
+    ``values`` maps the last key of a parameter's path (``("kernel_0",)``), or the last two for
+    a ``lipschitz`` power-iteration vector (``("layer_0", "u")``), to its array, stacked over
+    the blocks of a ``Stack``. Leaves without an entry keep their value if ``skip_missing``
+    (e.g. ActNorm's data-dependent initialisation), else stop the run. The result is placed
+    like ``state``: an eagerly built leaf (Adam's count) has another type than the step's
+    output, and the step would compile a second time at step 2.
+    """
+    import jax.numpy as jnp
+    from flax import traverse_util
+
+    from jflows.names import LIPSCHITZ
+    from jflows.training.state import strong
+
+    def replace(tree):
+        flat = traverse_util.flatten_dict(tree)
+        for path, old in flat.items():
+            key = path[-2:] if path[-1] in ("u", "v") else path[-1:]
+            if key not in values and skip_missing:
+                continue
+            new = values[key]
+            if new.shape != old.shape:
+                raise SystemExit(f"shared init: {path} has shape {old.shape}, got {new.shape}")
+            flat[path] = jnp.asarray(new, old.dtype)
+        return traverse_util.unflatten_dict(flat)
+
+    params = replace(state.params)
+    collections = {**state.collections, LIPSCHITZ: replace(state.collections[LIPSCHITZ])}
+    new = state.replace(params=params, collections=collections,
+                        opt_state=strong(optimizer.init(params)))
+    return jax.device_put(new, jax.tree.map(lambda a: a.sharding, state))

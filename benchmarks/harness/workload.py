@@ -129,11 +129,16 @@ def worker(workload: Workload, args: argparse.Namespace) -> None:
         result = runner.run(stack.build, task)
         result["rss_end_mb"] = common.rss_mb()
     except ModuleNotFoundError as err:
-        if (err.name or "").split(".")[0] not in PEERS:
-            raise
-        result = dict(status="missing", error=str(err))
+        result = missing_peer(err)
     with open(args.result, "w") as f:
         json.dump(result, f)
+
+
+def missing_peer(err: ModuleNotFoundError) -> dict:
+    """The result of a stack whose peer library is not installed; re-raises any other import."""
+    if (err.name or "").split(".")[0] not in PEERS:
+        raise err
+    return dict(status="missing", error=str(err))
 
 
 def _command() -> list[str]:

@@ -64,12 +64,7 @@ def load_into_jflows(state, blocks, optimizer):
     jflows stores a dense kernel as (in, out), or (out, in) where the layer narrows; the
     ``lipschitz`` collection holds each layer's ``u`` (out) and ``v`` (in).
     """
-    import jax
-    import jax.numpy as jnp
-    from flax import traverse_util
-
-    from jflows.names import LIPSCHITZ
-    from jflows.training.state import strong
+    from benchmarks.harness.jax_runner import load_shared_weights
 
     def stack(i, key):
         return np.stack([blk[i][key] for blk in blocks])
@@ -84,22 +79,7 @@ def load_into_jflows(state, blocks, optimizer):
         values[(f"layer_{i}", "u")] = stack(i, "u")
         values[(f"layer_{i}", "v")] = stack(i, "v")
 
-    def replace(tree):
-        flat = traverse_util.flatten_dict(tree)
-        for path, old in flat.items():
-            new = values[path[-2:] if path[-1] in ("u", "v") else path[-1:]]
-            if new.shape != old.shape:
-                raise SystemExit(f"shared init: {path} has shape {old.shape}, got {new.shape}")
-            flat[path] = jnp.asarray(new, old.dtype)
-        return traverse_util.unflatten_dict(flat)
-
-    params = replace(state.params)
-    collections = {**state.collections, LIPSCHITZ: replace(state.collections[LIPSCHITZ])}
-    new = state.replace(params=params, collections=collections,
-                        opt_state=strong(optimizer.init(params)))
-    # placed like the library's state: an eagerly built leaf (Adam's count) has another type
-    # than the step's output, and the step would compile a second time at step 2
-    return jax.device_put(new, jax.tree.map(lambda a: a.sharding, state))
+    return load_shared_weights(state, values, optimizer)
 
 
 def normflows_blocks(brute_force: bool = False) -> list:

@@ -126,12 +126,7 @@ def shared_init(seed: int) -> list[list[dict[str, np.ndarray]]]:
 
 def load_into_jflows(state, blocks, optimizer):
     """``state`` with the ``shared_init`` weights (stacked over blocks) and a fresh Adam state."""
-    import jax
-    import jax.numpy as jnp
-    from flax import traverse_util
-
-    from jflows.names import LIPSCHITZ
-    from jflows.training.state import strong
+    from benchmarks.harness.jax_runner import load_shared_weights
 
     h, wd, _ = SQUEEZED
 
@@ -147,25 +142,8 @@ def load_into_jflows(state, blocks, optimizer):
         for name in ("u", "v"):
             values[(f"layer_{i}", name)] = np.stack([hwc(blk[i][name], i) for blk in blocks])
 
-    def replace(tree):
-        flat = traverse_util.flatten_dict(tree)
-        for path, old in flat.items():
-            key = path[-2:] if path[-1] in ("u", "v") else path[-1:]
-            if key not in values:  # ActNorm: each library's data-dependent initialisation
-                continue
-            new = values[key]
-            if new.shape != old.shape:
-                raise SystemExit(f"shared init: {path} has shape {old.shape}, got {new.shape}")
-            flat[path] = jnp.asarray(new, old.dtype)
-        return traverse_util.unflatten_dict(flat)
-
-    params = replace(state.params)
-    collections = {**state.collections, LIPSCHITZ: replace(state.collections[LIPSCHITZ])}
-    new = state.replace(params=params, collections=collections,
-                        opt_state=strong(optimizer.init(params)))
-    # placed like the library's state: an eagerly built leaf (Adam's count) has another type
-    # than the step's output, and the step would compile a second time at step 2
-    return jax.device_put(new, jax.tree.map(lambda a: a.sharding, state))
+    # ActNorm has no entry: each library initialises it from the first batch
+    return load_shared_weights(state, values, optimizer, skip_missing=True)
 
 
 def load_into_normflows(residuals, blocks) -> None:

@@ -41,7 +41,7 @@ import numpy as np
 
 from benchmarks.harness import common as C
 from benchmarks.harness import report
-from benchmarks.harness.workload import PEERS, ROOT, _command
+from benchmarks.harness.workload import ROOT, _command, missing_peer
 
 NOISE = 0.05
 BATCH = {"realnvp": 10_000, "resflow": 10_000, "glow": 2_000}
@@ -296,9 +296,7 @@ def worker(args) -> None:
     try:
         result = measure(model, stack, args)
     except ModuleNotFoundError as err:
-        if (err.name or "").split(".")[0] not in PEERS:
-            raise
-        result = dict(status="missing", error=str(err))
+        result = missing_peer(err)
     with open(args.result, "w") as f:
         json.dump(result, f)
 
