@@ -55,3 +55,11 @@ class TrainingDivergedError(JflowsError, RuntimeError):
     def __init__(self, message: str, record: dict | None = None):
         super().__init__(message)
         self.record = record or {}
+
+
+class UnfingerprintableError(JflowsError, TypeError):
+    """An object whose content cannot be fingerprinted, so the trace cache does not cache it.
+
+    Raised by :func:`jflows.training.fingerprint.fingerprint`; callers that cache treat it as
+    "compile as usual", never as a failure of training.
+    """

@@ -27,12 +27,14 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
     """``--compile-cache DIR`` and ``--no-compile-cache`` (JAX's persistent compilation cache)."""
     parser.add_argument(
         "--compile-cache", metavar="DIR",
-        help="directory of the persistent compilation cache, so that the next run of the same "
-        "model skips compiling (default: $JFLOWS_COMPILATION_CACHE or ~/.cache/jflows/xla)",
+        help="directory of the persistent compilation cache (and of the traced steps), so that "
+        "the next run of the same model skips compiling and tracing (default: "
+        "$JFLOWS_COMPILATION_CACHE or ~/.cache/jflows/xla)",
     )
     parser.add_argument(
         "--no-compile-cache", action="store_true",
-        help="do not read or write the compilation cache (also JFLOWS_COMPILATION_CACHE=off)",
+        help="do not read or write the compilation cache or the traced steps (also "
+        "JFLOWS_COMPILATION_CACHE=off)",
     )
 
 

@@ -13,6 +13,9 @@ Where the cache lives, in order:
    ``false``/``none`` to disable the cache (the CLI's ``--no-compile-cache`` does the same);
 3. ``$XDG_CACHE_HOME/jflows/xla`` (``~/.cache/jflows/xla`` when ``XDG_CACHE_HOME`` is unset).
 
+The same directory holds, in ``jflows-traces``, the traced and lowered steps
+(:mod:`jflows.training.trace_cache`), so a restart skips tracing as well.
+
 A cache that cannot be used (the path is a file, or not writable) is reported once as a
 warning and training goes on without it; JAX itself treats an unreadable entry as a miss and
 recompiles. A cache already configured by the user (``jax.config.jax_compilation_cache_dir``)

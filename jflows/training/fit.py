@@ -149,7 +149,8 @@ def fit(
         compile_cache: JAX's persistent compilation cache, so a restart loads the compiled
             steps instead of compiling them: True (the default: ``JFLOWS_COMPILATION_CACHE`` or
             ``~/.cache/jflows/xla``), a directory, or False (off); see
-            :mod:`jflows.training.compile_cache`.
+            :mod:`jflows.training.compile_cache`. With it, the traced steps are stored too
+            (:mod:`jflows.training.trace_cache`), so a restart skips tracing as well.
 
     Returns:
         ``(state, history)``: the best state (the final one without a validation split) and

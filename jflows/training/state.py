@@ -14,6 +14,7 @@ from jax.sharding import Mesh
 from jflows.models.evaluate import stream_keys  # noqa: F401 (re-exported)
 from jflows.names import DIAGNOSTICS, PARAMS
 from jflows.training.parallel import make_mesh, replicated_sharding
+from jflows.training.trace_cache import cached_jit
 
 PyTree = Any
 
@@ -124,4 +125,5 @@ def create_train_state(
     # jit: an eager init of a deep flow dispatches thousands of small ops one by one; the
     # state comes out where the steps expect it, so their first call does not compile twice
     batch = jax.tree.map(jnp.asarray, init_batch)
-    return jax.jit(create, out_shardings=rep)(init_rngs(model, key), batch)
+    init = cached_jit(create, name="init", parts=(model, optimizer), out_shardings=rep)
+    return init(init_rngs(model, key), batch)

@@ -43,6 +43,7 @@ from jflows.training.batches import as_args
 from jflows.training.guarded import apply_for_eval, apply_with_collections, guarded_update
 from jflows.training.parallel import batch_sharding, make_mesh, replicated_sharding
 from jflows.training.state import TrainState, stream_keys
+from jflows.training.trace_cache import cached_jit
 
 TrainStep = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, dict[str, jax.Array]]]
 EvalStep = Callable[[TrainState, jax.Array, jax.Array], jax.Array]
@@ -55,15 +56,19 @@ def _rngs(model, key, axis_name: str | None = None):
     return stream_keys(model, key)
 
 
-def _jit_on_mesh(fn, mesh: Mesh | None, out_shardings, donate_argnums=()):
+def _jit_on_mesh(fn, mesh: Mesh | None, out_shardings, donate_argnums=(), *, name, parts):
     """``fn(state, batch, key)`` under ``jit``: state and key replicated, batch split over mesh.
 
-    ``out_shardings`` maps the replicated sharding to the outputs' shardings.
+    ``out_shardings`` maps the replicated sharding to the outputs' shardings. ``name`` and
+    ``parts`` (what defines ``fn``) key its entry in the trace cache
+    (:mod:`jflows.training.trace_cache`): a restart of the same model skips tracing.
     """
     mesh = make_mesh(1) if mesh is None else mesh
     rep, data = replicated_sharding(mesh), batch_sharding(mesh)
-    return jax.jit(
+    return cached_jit(
         fn,
+        name=name,
+        parts=parts,
         in_shardings=(rep, data, rep),
         out_shardings=out_shardings(rep),
         donate_argnums=donate_argnums,
@@ -142,7 +147,8 @@ def make_train_step(
         (1, True)
     """
     fn = train_step_fn(model, optimizer)
-    return _jit_on_mesh(fn, mesh, lambda rep: (rep, rep), donate_argnums=0)
+    return _jit_on_mesh(fn, mesh, lambda rep: (rep, rep), donate_argnums=0,
+                        name="train_step", parts=(model, optimizer))
 
 
 def eval_step_fn(
@@ -205,7 +211,8 @@ def make_eval_step(model: nn.Module, mesh: Mesh | None = None, samples: int = 1)
         >>> nll.shape
         (500,)
     """
-    return _jit_on_mesh(eval_step_fn(model, samples), mesh, lambda rep: rep)
+    return _jit_on_mesh(eval_step_fn(model, samples), mesh, lambda rep: rep,
+                        name="eval_step", parts=(model, samples))
 
 
 def lipschitz_refresh_fn(model: nn.Module):
@@ -245,4 +252,5 @@ def make_lipschitz_refresh(model: nn.Module, mesh: Mesh | None = None):
         >>> sorted(state.collections)
         ['lipschitz']
     """
-    return _jit_on_mesh(lipschitz_refresh_fn(model), mesh, lambda rep: rep)
+    return _jit_on_mesh(lipschitz_refresh_fn(model), mesh, lambda rep: rep,
+                        name="lipschitz_refresh", parts=(model,))
