@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from sklearn.datasets import load_digits
 
 from jflows.errors import DataError
 
@@ -34,9 +33,16 @@ DIGITS_SPLIT_SEED = 0
 """Seed of ``numpy.random.default_rng`` whose permutation defines the split."""
 
 
+def _sklearn_digits():
+    """``sklearn.datasets.load_digits()``, sklearn imported on first use (~1 s, ~70 MB)."""
+    from sklearn.datasets import load_digits
+
+    return load_digits()
+
+
 @functools.cache
 def _all_digits() -> np.ndarray:
-    images = load_digits().images  # (1797, 8, 8) float64 holding the integers 0..16
+    images = _sklearn_digits().images  # (1797, 8, 8) float64 holding the integers 0..16
     x = np.rint(images).astype(np.uint8)[..., None]
     x.setflags(write=False)
     return x
@@ -89,6 +95,6 @@ def load_digits_labels_split() -> tuple[np.ndarray, np.ndarray]:
         >>> train_y.shape, test_y.shape, int(train_y.max())
         ((1500,), (297,), 9)
     """
-    y = load_digits().target.astype(np.int32)
+    y = _sklearn_digits().target.astype(np.int32)
     train_idx, test_idx = digits_split_indices()
     return y[train_idx], y[test_idx]

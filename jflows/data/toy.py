@@ -33,7 +33,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from sklearn.datasets import make_circles, make_moons, make_swiss_roll
 
 from jflows.errors import DataError
 
@@ -55,17 +54,24 @@ EIGHT_GAUSSIANS_STD = 0.5 / EIGHT_GAUSSIANS_SCALE
 """Per-coordinate standard deviation of each 8gaussians component after scaling."""
 
 
+def _datasets():
+    """``sklearn.datasets``, imported on first use (importing sklearn costs ~1 s and ~70 MB)."""
+    from sklearn import datasets
+
+    return datasets
+
+
 def _sklearn_seed(rng: np.random.Generator) -> int:
     return int(rng.integers(2**32))
 
 
 def _swissroll(rng: np.random.Generator, n: int) -> np.ndarray:
-    x = make_swiss_roll(n, noise=1.0, random_state=_sklearn_seed(rng))[0]
+    x = _datasets().make_swiss_roll(n, noise=1.0, random_state=_sklearn_seed(rng))[0]
     return x[:, [0, 2]] / 5.0
 
 
 def _circles(rng: np.random.Generator, n: int) -> np.ndarray:
-    x = make_circles(n, factor=0.5, noise=0.08, random_state=_sklearn_seed(rng))[0]
+    x = _datasets().make_circles(n, factor=0.5, noise=0.08, random_state=_sklearn_seed(rng))[0]
     return x * 3.0
 
 
@@ -82,7 +88,7 @@ def _rings(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _moons(rng: np.random.Generator, n: int) -> np.ndarray:
-    x = make_moons(n, noise=0.1, random_state=_sklearn_seed(rng))[0]
+    x = _datasets().make_moons(n, noise=0.1, random_state=_sklearn_seed(rng))[0]
     return x * 2.0 + np.array([-1.0, -0.2])
 
 
@@ -126,7 +132,7 @@ def _reflected_moons(rng: np.random.Generator, n: int) -> np.ndarray:
 
     Eight moons: a density with ``p(x) = p(|x|)`` under every coordinate flip.
     """
-    x = make_moons(n, noise=0.1, random_state=_sklearn_seed(rng))[0]
+    x = _datasets().make_moons(n, noise=0.1, random_state=_sklearn_seed(rng))[0]
     x = (x + np.array([1.3, 0.8])) * 1.2
     return x * rng.choice(np.array([-1.0, 1.0]), size=x.shape)
 

@@ -19,11 +19,10 @@ import logging
 import os
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from jflows.data import Dataset
 from jflows.training.metrics import evaluate_nll
-from jflows.training.plots import plot_range
+from jflows.training.plots import new_figure, plot_range
 from jflows.training.state import TrainState
 from jflows.training.step import make_eval_step
 
@@ -63,7 +62,7 @@ def save_conditional_density(
     bounds = plot_range(dataset.train)
     eval_step = make_eval_step(eval_model)
     scale = c.std(axis=0) + 1e-12
-    fig = Figure(figsize=(13, 4.4), dpi=100)
+    fig = new_figure((13, 4.4))
     for ax, row in zip(fig.subplots(1, len(chosen)), chosen, strict=True):
         density = conditional_density_grid(eval_step, state, bounds, c[row],
                                            batch_size=eval_batch_size)

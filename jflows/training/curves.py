@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from jflows.errors import CheckpointError
 from jflows.training.figures import find_figure
+from jflows.training.plots import new_figure
 
 EVALS_FILE = "evals.jsonl"
 LOSSES_FILE = "losses.jsonl"
@@ -197,7 +197,7 @@ def save_training_curves(
     """
     runs = _as_runs(runs)
     names = _unique_labels(runs, labels)
-    fig = Figure(figsize=(11, 4.2), dpi=100)
+    fig = new_figure((11, 4.2))
     loss_ax, test_ax = fig.subplots(1, 2)
     image = any(find_figure(r, "test", "bits_per_dim") for run in runs for r in run["evals"])
     figure = "bits_per_dim" if image else "nll"

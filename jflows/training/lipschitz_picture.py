@@ -14,12 +14,10 @@ import os
 import flax.linen as nn
 import jax
 import numpy as np
-from matplotlib.figure import Figure
-from mpl_toolkits.axes_grid1 import make_axes_locatable
 
 from jflows.errors import ShapeError
 from jflows.models.lipschitz_report import bi_lipschitz
-from jflows.training.plots import Bounds, _finish, _scatter
+from jflows.training.plots import Bounds, _finish, _scatter, new_figure
 
 LIPSCHITZ_PICTURE = "lipschitz.png"
 
@@ -76,7 +74,7 @@ def save_lipschitz_picture(
         >>> from jflows.training.lipschitz_picture import save_lipschitz_picture
         >>> save_lipschitz_picture("lipschitz.png", 2 * grid, grid, ((-1, 1), (-1, 1)))
     """
-    fig = Figure(figsize=(10, 4.4), dpi=100)
+    fig = new_figure((10, 4.4))
     axes = fig.subplots(1, 2)
     extent = (*bounds[0], *bounds[1])
     tiny = np.finfo(np.float64).tiny
@@ -84,6 +82,8 @@ def save_lipschitz_picture(
     for ax, (grid, name) in zip(axes, panels):
         values = np.log10(np.maximum(np.asarray(grid, np.float64), tiny))
         image = ax.imshow(values, origin="lower", extent=extent, cmap="magma", aspect="equal")
+        from mpl_toolkits.axes_grid1 import make_axes_locatable
+
         bar_ax = make_axes_locatable(ax).append_axes("right", size="5%", pad=0.08)
         fig.colorbar(image, cax=bar_ax, label="log10")
         if data is not None:
