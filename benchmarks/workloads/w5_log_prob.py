@@ -6,7 +6,8 @@
 stacks, under ``torch.no_grad()`` in eval mode for normflows, for three models:
 
 - ``realnvp``: the W2 RealNVP (8 exp-scale affine couplings, MLP 128-128) on moons points
-  (the 100 000-point pool repeated), batch 10 000; peers normflows, flowjax, distrax+flax.
+  (the 100 000-point pool repeated), batch 10 000; peers normflows, flowjax, distrax+flax;
+  and a floor, not a peer: the eight conditioner MLPs alone (``floor_realnvp``).
 - ``resflow``: the W1 Residual Flow in evaluation mode (10 blocks, exact 2x2 log-det:
   ``jflows_flow(training=False)``; normflows' ``Residual`` blocks in eval mode use their
   brute-force 2x2 determinant), batch 10 000; peer normflows. Both stacks get the same
@@ -46,7 +47,7 @@ from benchmarks.harness.workload import ROOT, _command, missing_peer
 NOISE = 0.05
 BATCH = {"realnvp": 10_000, "resflow": 10_000, "glow": 2_000}
 STACKS = {
-    "realnvp": ("jflows", "flowjax", "distrax", "normflows"),
+    "realnvp": ("jflows", "flowjax", "distrax", "normflows", "floor"),
     "resflow": ("jflows", "normflows"),
     "glow": ("jflows", "normflows"),
 }
@@ -176,6 +177,37 @@ def distrax_realnvp(batch: int, seed: int):
     return jax_batches(lambda x: log_prob(params, x), batch)
 
 
+def floor_realnvp(batch: int, seed: int):
+    """Not a flow: the W2 RealNVP's eight conditioner MLPs 1-128-128-2 alone, jitted.
+
+    Each MLP reads one coordinate and its (t, s) are summed into a scalar per point, so XLA
+    cannot drop any of them; no coupling, no log-det bookkeeping, no base density. What any
+    JAX RealNVP of this shape costs at least on this machine (its matrix products).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks.workloads.w2_realnvp2d import HIDDEN, N_LAYERS
+
+    sizes = (1, *HIDDEN, 2)
+    keys = iter(jax.random.split(jax.random.key(seed), N_LAYERS * len(sizes)))
+    mlps = [[(jax.random.normal(next(keys), (a, b)) / np.sqrt(a), jnp.zeros(b))
+             for a, b in zip(sizes[:-1], sizes[1:], strict=True)] for _ in range(N_LAYERS)]
+
+    @jax.jit
+    def score(x):
+        total = jnp.zeros(x.shape[0])
+        for i, mlp in enumerate(mlps):
+            h = x[:, i % 2 : i % 2 + 1]
+            for j, (w, b) in enumerate(mlp):
+                h = h @ w + b
+                h = jax.nn.relu(h) if j < len(mlp) - 1 else h
+            total = total + h.sum(-1)
+        return total
+
+    return jax_batches(score, batch)
+
+
 def torch_batches(model, batch: int, prepare=lambda x: x):
     """``score(x)`` of a normflows model in eval mode under ``torch.no_grad()``."""
     import torch
@@ -246,6 +278,7 @@ BUILDERS = {
     ("realnvp", "flowjax"): flowjax_realnvp,
     ("realnvp", "distrax"): distrax_realnvp,
     ("realnvp", "normflows"): normflows_realnvp,
+    ("realnvp", "floor"): floor_realnvp,
     ("resflow", "jflows"): jflows_resflow,
     ("resflow", "normflows"): normflows_resflow,
     ("glow", "jflows"): jflows_glow,
@@ -334,12 +367,19 @@ def rows(results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
 
 def goal(model: str, results: dict[str, dict]) -> str:
     jf = results.get("jflows", {})
-    peers = {s: r for s, r in results.items() if s != "jflows" and r.get("status") == "ok"}
+    peers = {s: r for s, r in results.items()
+             if s not in ("jflows", "floor") and r.get("status") == "ok"}
     if jf.get("status") != "ok" or not peers:
         return report.goal_line(f"{model}: jflows / best peer points/s", None, 2.0)
     best = max(peers, key=lambda s: peers[s]["points_per_s"])
     ratio = jf["points_per_s"] / peers[best]["points_per_s"]
-    return report.goal_line(f"{model}: jflows / best peer ({best}) points/s", ratio, 2.0)
+    line = report.goal_line(f"{model}: jflows / best peer ({best}) points/s", ratio, 2.0)
+    floor = results.get("floor", {})
+    if floor.get("status") == "ok":
+        line += (f"\n  {model}: jflows / floor (its MLPs alone) points/s: "
+                 f"{jf['points_per_s'] / floor['points_per_s']:.2f}; best peer / floor: "
+                 f"{peers[best]['points_per_s'] / floor['points_per_s']:.2f}")
+    return line
 
 
 def parser() -> argparse.ArgumentParser:
