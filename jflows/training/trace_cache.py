@@ -108,9 +108,11 @@ class _CachedJit:
             self._call = self._build(args)
         return self._call(*args)
 
-    def lower(self, *args: Any):
-        """``jax.jit(fn).lower``: the function as traced (for inspection)."""
-        return self._jitted.lower(*args)
+    def __getattr__(self, name: str) -> Any:
+        """``lower``, ``trace``, ``eval_shape``: those of ``jax.jit(fn)`` (for inspection)."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._jitted, name)
 
     def _path(self, args: tuple) -> str:
         key = hashlib.sha256(
