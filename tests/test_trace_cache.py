@@ -17,7 +17,7 @@ from jflows.training.fingerprint import fingerprint
 
 def _flow(hidden=(8,)):
     """A residual flow: scan over blocks, roulette log-det (custom VJP, while loop, RNG)."""
-    return models.resflow((2,), n_blocks=2, hidden=hidden, n_exact_terms=1, actnorm=False)
+    return models.resflow((2,), n_blocks=1, hidden=hidden, n_exact_terms=1, actnorm=False)
 
 
 def _small(hidden=(4,)):
@@ -32,7 +32,7 @@ def cache_dir(tmp_path, monkeypatch):
     return directory
 
 
-def _train(flow, x, steps=3):
+def _train(flow, x, steps=2):
     """Builds the state and step from scratch (as a restarted process would) and trains."""
     jax.clear_caches()
     opt = optax.adam(1e-2)
@@ -52,6 +52,7 @@ def _data(n=64):
 def test_fingerprint_is_content_not_identity():
     assert fingerprint(_flow(), optax.adam(1e-3)) == fingerprint(_flow(), optax.adam(1e-3))
     assert fingerprint(_flow()) != fingerprint(_flow(hidden=(16,)))
+    assert fingerprint(_small()) != fingerprint(_small(hidden=(8,)))
     assert fingerprint(optax.adam(1e-3)) != fingerprint(optax.adam(1e-3, b2=0.99))
     schedule = optax.cosine_decay_schedule(1e-3, 100)
     assert fingerprint(optax.adam(schedule)) != fingerprint(
@@ -81,9 +82,11 @@ def test_restart_loads_the_stored_step_and_trains_identically(cache_dir, monkeyp
     jax.tree.map(np.testing.assert_array_equal, state.params, plain_state.params)
 
 
-def test_other_settings_and_signatures_are_not_served_the_stored_step(cache_dir, monkeypatch):
+def test_other_models_and_signatures_are_traced_and_a_corrupt_entry_is_replaced(
+    cache_dir, monkeypatch
+):
     x = _data()
-    _train(_small(), x, steps=1)
+    _, stored = _train(_small(), x, steps=1)
     _train(_small(hidden=(8,)), x, steps=1)  # another model: its own entries
     assert trace_cache.stats["stores"] == 4 and len(os.listdir(cache_dir)) == 4
 
@@ -93,23 +96,19 @@ def test_other_settings_and_signatures_are_not_served_the_stored_step(cache_dir,
         _, metrics = make_train_step(_small(), opt)(state, x[:32], jax.random.key(1))
         return float(metrics["loss"])
 
-    cached = step_on_32_rows()  # the stored step is for 64 rows: this one is traced as usual
-    monkeypatch.setattr(trace_cache, "trace_cache_dir", lambda: None)
-    assert cached == step_on_32_rows()
+    cached = step_on_32_rows()  # another batch size: its own entry, not the 64-row step
+    assert trace_cache.stats["stores"] == 5 and len(os.listdir(cache_dir)) == 5
+    with monkeypatch.context() as off:
+        off.setattr(trace_cache, "trace_cache_dir", lambda: None)
+        assert cached == step_on_32_rows()
 
-
-def test_a_corrupt_entry_is_reported_and_replaced(cache_dir):
-    x = _data()
-    _, plain = _train(_small(), x)
     for name in os.listdir(cache_dir):
         with open(os.path.join(cache_dir, name), "wb") as f:
             f.write(b"not a trace")
     with pytest.warns(RuntimeWarning, match="cannot be read"):
-        _, again = _train(_small(), x)
-    assert again == plain
-    assert trace_cache.stats["stores"] == 4  # both entries written again
-    _, third = _train(_small(), x)
-    assert third == plain and trace_cache.stats["hits"] == 2
+        _, again = _train(_small(), x, steps=1)
+    assert again == stored
+    assert trace_cache.stats["stores"] == 7  # the two entries read were written again
 
 
 def test_unfingerprintable_parts_mean_a_plain_jit(cache_dir):
