@@ -51,6 +51,15 @@ def _rngs():
             NOISE: jax.random.key(4)}
 
 
+def _apply(flow, variables, *args, method):
+    """``flow.apply`` under ``jit`` (eager image models dispatch thousands of small ops)."""
+    return jax.jit(lambda v: flow.apply(v, *args, method=method, rngs=_rngs()))(variables)
+
+
+def _init(flow, x):
+    return jax.jit(lambda x: flow.init(_rngs(), x, method="log_prob"))(x)
+
+
 def _float_dtypes(tree):
     return {str(a.dtype) for a in jax.tree.leaves(tree) if jnp.issubdtype(a.dtype, jnp.floating)}
 
@@ -61,15 +70,15 @@ def _float_dtypes(tree):
 def test_float64_models_are_float64_throughout(name):
     flow, shape = _build(name, dtype="float64")
     x = _data(shape, jnp.float32)  # float32 data are cast to the model's dtype
-    variables = flow.init(_rngs(), x, method="log_prob")
+    variables = _init(flow, x)
     assert _float_dtypes(variables) == {"float64"}
-    logp = flow.apply(variables, x, method="log_prob", rngs=_rngs())
+    logp = _apply(flow, variables, x, method="log_prob")
     assert logp.dtype == jnp.float64
-    samples = flow.apply(variables, 7, method="sample", rngs=_rngs())
+    samples = _apply(flow, variables, 7, method="sample")
     assert samples.dtype == jnp.float64 and samples.shape == (7, *shape)
     if flow.kind != Kind.BIJECTION:  # no exact log-det in the generative direction
         return
-    xs, lp = flow.apply(variables, 7, method="sample_and_log_prob", rngs=_rngs())
+    xs, lp = _apply(flow, variables, 7, method="sample_and_log_prob")
     assert xs.dtype == lp.dtype == jnp.float64
     assert bool(jnp.all(jnp.isfinite(xs))) and bool(jnp.all(jnp.isfinite(lp)))
 
@@ -81,10 +90,10 @@ def test_default_models_stay_float32_on_float64_data(name):
     """A float32 model scores float64 input in float32 (cast at the Flow boundary)."""
     flow, shape = _build(name)
     x = _data(shape, jnp.float64)
-    variables = flow.init(_rngs(), x, method="log_prob")
+    variables = _init(flow, x)
     assert _float_dtypes(variables) == {"float32"}
-    assert flow.apply(variables, x, method="log_prob", rngs=_rngs()).dtype == jnp.float32
-    assert flow.apply(variables, 3, method="sample", rngs=_rngs()).dtype == jnp.float32
+    assert _apply(flow, variables, x, method="log_prob").dtype == jnp.float32
+    assert _apply(flow, variables, 3, method="sample").dtype == jnp.float32
 
 
 @pytest.mark.float64
