@@ -56,7 +56,12 @@ SURJECTIONS = {
 }
 
 
-@pytest.fixture(params=sorted(SURJECTIONS))
+SLOW_SURJECTIONS = {"model_maxpool"}
+"""Whole models that take 7-10 s per check: in the full suite (its layer, max_pool, is fast)."""
+
+
+@pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.slow] if name in SLOW_SURJECTIONS
+                                     else []) for name in sorted(SURJECTIONS)])
 def surjection(request):
     make, shape = SURJECTIONS[request.param]
     x = 0.5 + 1.5 * jax.random.normal(jax.random.key(1), (3, *shape), DTYPE)
