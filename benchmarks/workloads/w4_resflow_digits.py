@@ -173,8 +173,11 @@ def load_into_normflows(residuals, blocks) -> None:
 # ------------------------------------------------------------------ jflows
 
 
-def jflows_flow(training: bool = True, preprocessing=None):
+def jflows_flow(training: bool = True, preprocessing=None, unroll: int | bool = True):
     """The W4 flow of jflows, composed from library layers.
+
+    ``unroll``: blocks per loop iteration of the training model's ``Stack`` (True: all, the
+    workload's setting; ``benchmarks.investigations.w4_unroll`` measures the others).
 
     ``preprocessing`` defaults to ``image_preprocessing(17, logit_alpha=0.05)`` (uniform
     dequantization of the levels, scaling by 1/17, logit). ``training=False`` builds the
@@ -214,7 +217,7 @@ def jflows_flow(training: bool = True, preprocessing=None):
     layers = [
         Squeeze(),
         ActNorm(event_ndims=3, param_dtype="float32"),
-        Stack(block, length=N_BLOCKS, unroll=True if training else 1),  # as resflow's
+        Stack(block, length=N_BLOCKS, unroll=unroll if training else 1),  # as resflow's
         Inverse(Squeeze()),
     ]
     return assemble_flow((8, 8, 1), layers, preprocessing, "standard", "float32")
