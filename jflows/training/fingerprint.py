@@ -118,6 +118,7 @@ class _Hasher:
     def __init__(self):
         self._h = hashlib.sha256()
         self._active: set[int] = set()
+        self._sources: dict[str | None, str] = {}
 
     def put(self, *tokens: str) -> None:
         for token in tokens:
@@ -127,8 +128,14 @@ class _Hasher:
     def digest(self) -> str:
         return self._h.hexdigest()
 
+    def source(self, module_name: str | None, what: Any) -> str:
+        """:func:`_source_digest`, once per module for this fingerprint."""
+        if module_name not in self._sources:
+            self._sources[module_name] = _source_digest(module_name, what)
+        return self._sources[module_name]
+
     def cls(self, cls: type) -> None:
-        self.put("class", _qualified(cls), _source_digest(cls.__module__, cls))
+        self.put("class", _qualified(cls), self.source(cls.__module__, cls))
 
     def walk(self, obj: Any) -> None:  # noqa: C901 - one branch per kind of value
         if obj is None or isinstance(obj, bool | int | float | complex | str | bytes):
@@ -201,7 +208,7 @@ class _Hasher:
             )
 
     def _function(self, fn: types.FunctionType) -> None:
-        self.put("function", _qualified(fn), _source_digest(fn.__module__, fn))
+        self.put("function", _qualified(fn), self.source(fn.__module__, fn))
         self.walk(fn.__defaults__)
         self.walk(fn.__kwdefaults__)
         for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True):

@@ -74,6 +74,8 @@ def save_lipschitz_picture(
         >>> from jflows.training.lipschitz_picture import save_lipschitz_picture
         >>> save_lipschitz_picture("lipschitz.png", 2 * grid, grid, ((-1, 1), (-1, 1)))
     """
+    from mpl_toolkits.axes_grid1 import make_axes_locatable  # with matplotlib, on first use
+
     fig = new_figure((10, 4.4))
     axes = fig.subplots(1, 2)
     extent = (*bounds[0], *bounds[1])
@@ -82,8 +84,6 @@ def save_lipschitz_picture(
     for ax, (grid, name) in zip(axes, panels):
         values = np.log10(np.maximum(np.asarray(grid, np.float64), tiny))
         image = ax.imshow(values, origin="lower", extent=extent, cmap="magma", aspect="equal")
-        from mpl_toolkits.axes_grid1 import make_axes_locatable
-
         bar_ax = make_axes_locatable(ax).append_axes("right", size="5%", pad=0.08)
         fig.colorbar(image, cax=bar_ax, label="log10")
         if data is not None:

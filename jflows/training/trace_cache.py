@@ -101,7 +101,6 @@ class _CachedJit:
         self._jit_kwargs = jit_kwargs
         self._jitted = jax.jit(fn, **jit_kwargs)
         self._call: Callable | None = None
-        self._exported_signature: str | None = None
 
     def __call__(self, *args: Any) -> Any:
         if self._call is None:
@@ -121,16 +120,21 @@ class _CachedJit:
         return os.path.join(self._dir, f"{self._name}-{key}.jflows-trace")
 
     def _build(self, args: tuple) -> Callable:
+        from jax import export
+
         path = self._path(args)
         exported, out_tree = self._load(path)
         if exported is None:
             try:
-                exported, out_tree = self._export(args)
+                serialized, out_tree = self._export(args)
             except Exception as err:  # noqa: BLE001 - any export failure: plain jit
                 logger.info("jflows trace cache: %s not exported (%s)", self._name, err)
                 stats["uncached"] += 1
                 return self._jitted
-            self._store(path, exported, out_tree)
+            self._store(path, serialized, out_tree)
+            # the first run too runs the deserialised form: it compiles (and puts into the
+            # compilation cache) exactly the program a restart runs
+            exported = export.deserialize(bytearray(serialized))
         else:
             stats["hits"] += 1
         in_tree = jax.tree.structure(args)
@@ -163,11 +167,10 @@ class _CachedJit:
         if flat_kwargs:  # shardings given per argument: per leaf for the flat function
             flat_kwargs = _flat_shardings(flat_kwargs, args)
         exported = export.export(jax.jit(flat, **flat_kwargs))(*leaves)
-        # the stored form is what a restart runs: serialise and read it back now, so the first
-        # run compiles (and puts into the compilation cache) exactly the restart's program
-        return export.deserialize(exported.serialize()), out_trees[-1]
+        return bytes(exported.serialize()), out_trees[-1]
 
     def _load(self, path: str):
+        """``(export, output tree)`` of the entry; ``(None, None)``: a miss."""
         if not os.path.exists(path):
             return None, None
         from jax import export
@@ -187,11 +190,10 @@ class _CachedJit:
             )
             return None, None
 
-    def _store(self, path: str, exported, out_tree) -> None:
+    def _store(self, path: str, serialized: bytes, out_tree) -> None:
         try:
             os.makedirs(self._dir, exist_ok=True)
-            entry = {"format": FORMAT, "exported": bytes(exported.serialize()),
-                     "out_tree": out_tree}
+            entry = {"format": FORMAT, "exported": serialized, "out_tree": out_tree}
             fd, tmp = tempfile.mkstemp(dir=self._dir, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 pickle.dump(entry, f)
