@@ -44,12 +44,13 @@ import jax
 
 from jflows.errors import UnfingerprintableError
 from jflows.training.fingerprint import fingerprint, source_tree_digest
+from jflows.training.xla_options import compiler_options, has_convolution, jit_choosing_emitters
 
 ENV = "JFLOWS_TRACE_CACHE"
 """Environment variable: 0/off/false/none turns the trace cache off (it is on with JAX's
 compilation cache otherwise)."""
 SUBDIR = "jflows-traces"
-FORMAT = 1
+FORMAT = 2
 _CONFIG_IGNORED = ("cache", "log", "dump", "traceback", "transfer", "visible_devices",
                    "timeout", "pprint", "source_url", "explain", "pgle", "leaked",
                    "cross_host", "captured_constants", "distributed", "profile")
@@ -99,8 +100,10 @@ class _CachedJit:
     def __init__(self, fn: Callable, name: str, digest: str, directory: str, jit_kwargs: dict):
         self._fn, self._name, self._digest, self._dir = fn, name, digest, directory
         self._jit_kwargs = jit_kwargs
-        self._jitted = jax.jit(fn, **jit_kwargs)
+        self._jitted = jit_choosing_emitters(fn, **jit_kwargs)
         self._call: Callable | None = None
+        self.compiler_options: dict[str, Any] | None = None
+        """XLA options of the cached program, chosen when it is built (None before)."""
 
     def __call__(self, *args: Any) -> Any:
         if self._call is None:
@@ -108,7 +111,7 @@ class _CachedJit:
         return self._call(*args)
 
     def __getattr__(self, name: str) -> Any:
-        """``lower``, ``trace``, ``eval_shape``: those of ``jax.jit(fn)`` (for inspection)."""
+        """``lower``, ``trace``, ``eval_shape``: those of the uncached jit (for inspection)."""
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self._jitted, name)
@@ -123,15 +126,15 @@ class _CachedJit:
         from jax import export
 
         path = self._path(args)
-        exported, out_tree = self._load(path)
+        exported, out_tree, convolution = self._load(path)
         if exported is None:
             try:
-                serialized, out_tree = self._export(args)
+                serialized, out_tree, convolution = self._export(args)
             except Exception as err:  # noqa: BLE001 - any export failure: plain jit
                 logger.info("jflows trace cache: %s not exported (%s)", self._name, err)
                 stats["uncached"] += 1
                 return self._jitted
-            self._store(path, serialized, out_tree)
+            self._store(path, serialized, out_tree, convolution)
             # the first run too runs the deserialised form: it compiles (and puts into the
             # compilation cache) exactly the program a restart runs
             exported = export.deserialize(bytearray(serialized))
@@ -149,7 +152,10 @@ class _CachedJit:
                 return fn(*call_args)  # another signature: traced as usual, not cached
             return jax.tree.unflatten(out_tree, exported.call(*leaves))
 
-        return jax.jit(call, **self._jit_kwargs)
+        options = compiler_options(jax.default_backend(), convolution)
+        self.compiler_options = options
+        extra = {"compiler_options": options} if options else {}
+        return jax.jit(call, **self._jit_kwargs, **extra)
 
     def _export(self, args: tuple):
         from jax import export
@@ -166,21 +172,24 @@ class _CachedJit:
         flat_kwargs = {k: v for k, v in self._jit_kwargs.items() if k != "donate_argnums"}
         if flat_kwargs:  # shardings given per argument: per leaf for the flat function
             flat_kwargs = _flat_shardings(flat_kwargs, args)
-        exported = export.export(jax.jit(flat, **flat_kwargs))(*leaves)
-        return bytes(exported.serialize()), out_trees[-1]
+        jitted = jax.jit(flat, **flat_kwargs)
+        convolution = has_convolution(jitted.trace(*leaves).jaxpr)
+        exported = export.export(jitted)(*leaves)  # reuses that trace
+        return bytes(exported.serialize()), out_trees[-1], convolution
 
     def _load(self, path: str):
-        """``(export, output tree)`` of the entry; ``(None, None)``: a miss."""
+        """``(export, output tree, has a convolution)`` of the entry; all None: a miss."""
         if not os.path.exists(path):
-            return None, None
+            return None, None, None
         from jax import export
 
         try:
             with open(path, "rb") as f:
                 entry = pickle.load(f)
             if entry.get("format") != FORMAT:
-                return None, None
-            return export.deserialize(bytearray(entry["exported"])), entry["out_tree"]
+                return None, None, None
+            exported = export.deserialize(bytearray(entry["exported"]))
+            return exported, entry["out_tree"], bool(entry["convolution"])
         except Exception as err:  # noqa: BLE001 - a corrupt entry is a miss, said once
             warnings.warn(
                 f"jflows: trace cache entry {path!r} cannot be read ({type(err).__name__}: "
@@ -188,12 +197,13 @@ class _CachedJit:
                 "cache off.",
                 RuntimeWarning, stacklevel=4,
             )
-            return None, None
+            return None, None, None
 
-    def _store(self, path: str, serialized: bytes, out_tree) -> None:
+    def _store(self, path: str, serialized: bytes, out_tree, convolution: bool) -> None:
         try:
             os.makedirs(self._dir, exist_ok=True)
-            entry = {"format": FORMAT, "exported": serialized, "out_tree": out_tree}
+            entry = {"format": FORMAT, "exported": serialized, "out_tree": out_tree,
+                     "convolution": convolution}
             fd, tmp = tempfile.mkstemp(dir=self._dir, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 pickle.dump(entry, f)
@@ -230,16 +240,17 @@ def cached_jit(fn: Callable, *, name: str, parts: tuple, **jit_kwargs: Any) -> C
             ``donate_argnums``).
 
     Returns:
-        A callable like ``jax.jit(fn)``; a plain ``jax.jit(fn)`` when the cache is off, a part
-        cannot be fingerprinted or the function runs on several devices.
+        A callable like ``jax.jit(fn)``; an uncached one when the cache is off, a part cannot
+        be fingerprinted or the function runs on several devices. Either way it compiles with
+        the XLA:CPU fusion emitters :mod:`jflows.training.xla_options` chooses.
     """
     directory = trace_cache_dir()
     if directory is None or jax.device_count() != 1 or jax.process_count() != 1:
-        return jax.jit(fn, **jit_kwargs)
+        return jit_choosing_emitters(fn, **jit_kwargs)
     try:
         digest = fingerprint(_environment_digest(), parts, repr(sorted(jit_kwargs.items())))
     except UnfingerprintableError as err:
         logger.info("jflows trace cache: %s not cached (%s)", name, err)
         stats["uncached"] += 1
-        return jax.jit(fn, **jit_kwargs)
+        return jit_choosing_emitters(fn, **jit_kwargs)
     return _CachedJit(fn, name, digest, directory, jit_kwargs)

@@ -1,0 +1,137 @@
+"""Which XLA:CPU fusion emitters compile jflows' training programs.
+
+XLA:CPU (jaxlib 0.10) emits the fused elementwise kernels of a program with its MLIR fusion
+emitters by default. Compiling a large program with them takes far more memory than with its
+classic emitters (``xla_cpu_use_fusion_emitters=False``), and on convolutional flows, whose
+steps the convolutions dominate, the classic kernels run about as fast: W4's image Residual
+Flow trains at 1040-1063 MB of peak RSS with the default emitters and 670-724 MB with the
+classic ones, at 24.7-26.6 vs 27.0-29.0 ms per step, its first (compiling) step taking 14-16 s
+vs 20-22 s; W3's Glow at 782 vs 584 MB and 8.9 ms per step either way
+(``benchmarks/README.md``, "XLA:CPU fusion emitters"). On dense flows the classic kernels are
+clearly slower (W1's 2-D Residual Flow: 29.1 vs 33.0 ms per step), so jflows compiles a
+program (model init, training and evaluation steps, the Lipschitz refresh) with the classic
+emitters when it runs on CPU and contains a convolution, and with XLA's default otherwise.
+
+``JFLOWS_CPU_FUSION_EMITTERS`` overrides the choice for every such program: ``auto`` (the
+default), ``default`` (XLA's default emitters) or ``classic``. Other backends get no option.
+
+Example:
+    >>> compiler_options("cpu", convolution=True)  # with the variable unset
+    {'xla_cpu_use_fusion_emitters': False}
+    >>> compiler_options("gpu", convolution=True)
+    {}
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from jflows.errors import ConfigError
+
+ENV = "JFLOWS_CPU_FUSION_EMITTERS"
+CHOICES = ("auto", "default", "classic")
+OPTION = "xla_cpu_use_fusion_emitters"
+CONVOLUTION = "conv_general_dilated"
+
+
+def emitter_choice() -> str:
+    """``JFLOWS_CPU_FUSION_EMITTERS`` (``auto`` when unset), checked."""
+    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise ConfigError(
+            f"{ENV}={os.environ[ENV]!r} is not one of {CHOICES}; unset it for 'auto' (classic "
+            "XLA:CPU fusion emitters for programs with convolutions)"
+        )
+    return value
+
+
+def needs_inspection(platform: str) -> bool:
+    """Whether the choice for a program on ``platform`` depends on its contents."""
+    return platform == "cpu" and emitter_choice() == "auto"
+
+
+def compiler_options(platform: str, convolution: bool) -> dict[str, Any]:
+    """The ``compiler_options`` of ``jax.jit`` for a program on ``platform``.
+
+    Args:
+        platform: the backend the program runs on (``jax.default_backend()``).
+        convolution: whether the program contains a convolution.
+
+    Returns:
+        ``{"xla_cpu_use_fusion_emitters": False}`` for the classic emitters, else ``{}``.
+    """
+    if platform != "cpu":
+        return {}
+    choice = emitter_choice()
+    classic = choice == "classic" or (choice == "auto" and convolution)
+    return {OPTION: False} if classic else {}
+
+
+def has_convolution(jaxpr) -> bool:
+    """Whether a (closed) jaxpr or any jaxpr nested in its equations has a convolution."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == CONVOLUTION:
+            return True
+        for value in eqn.params.values():
+            for item in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(item, "jaxpr", item)
+                if hasattr(inner, "eqns") and has_convolution(inner):
+                    return True
+    return False
+
+
+class EmitterChoosingJit:
+    """``jax.jit(fn, **jit_kwargs)`` with the fusion emitters chosen on its first trace.
+
+    The first call (or ``lower``/``trace``) traces ``fn`` once, looks for a convolution and
+    jits ``fn`` with the matching ``compiler_options``; JAX reuses that trace, so nothing is
+    traced twice. Later calls go straight to that jitted function.
+    """
+
+    def __init__(self, fn: Callable, jit_kwargs: dict):
+        self._fn, self._jit_kwargs = fn, jit_kwargs
+        self._jitted: Any = None
+        self.compiler_options: dict[str, Any] | None = None
+        """The options chosen on the first trace (None before it)."""
+
+    def _choose(self, args: tuple, kwargs: dict) -> Any:
+        if self._jitted is None:
+            traced = jax.jit(self._fn, **self._jit_kwargs).trace(*args, **kwargs)
+            options = compiler_options(jax.default_backend(), has_convolution(traced.jaxpr))
+            extra = {"compiler_options": options} if options else {}
+            self._jitted = jax.jit(self._fn, **self._jit_kwargs, **extra)
+            self.compiler_options = options
+        return self._jitted
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._choose(args, kwargs)(*args, **kwargs)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        return self._choose(args, kwargs).lower(*args, **kwargs)
+
+    def trace(self, *args: Any, **kwargs: Any) -> Any:
+        return self._choose(args, kwargs).trace(*args, **kwargs)
+
+    def _cache_size(self) -> int:
+        """Executables of the chosen jit (0 before the first call), as ``jax.jit``'s."""
+        return 0 if self._jitted is None else self._jitted._cache_size()
+
+    def __getattr__(self, name: str) -> Any:
+        """Other attributes (``eval_shape``): those of the plain ``jax.jit(fn)``."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(jax.jit(self._fn, **self._jit_kwargs), name)
+
+
+def jit_choosing_emitters(fn: Callable, **jit_kwargs: Any) -> Callable:
+    """``jax.jit(fn, **jit_kwargs)``, compiled with the emitters this module chooses."""
+    platform = jax.default_backend()
+    if needs_inspection(platform):
+        return EmitterChoosingJit(fn, jit_kwargs)
+    options = compiler_options(platform, convolution=False)
+    return jax.jit(fn, **jit_kwargs, **({"compiler_options": options} if options else {}))
