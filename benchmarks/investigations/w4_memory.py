@@ -1,0 +1,139 @@
+"""Where W4's peak RSS goes: the jflows stack's resident memory phase by phase.
+
+    python -m benchmarks.investigations.w4_memory [--emitters default auto] [--steps 1000]
+
+For each setting of ``JFLOWS_CPU_FUSION_EMITTERS`` (:mod:`jflows.training.xla_options`), a
+fresh process runs W4's jflows stack exactly as ``benchmarks.workloads.w4_resflow_digits``
+does (its worker, seed 0, shared initial weights) while a thread samples the resident set size
+every 2 ms. Printed per phase: the RSS at its end and the highest RSS seen during it; the last
+column is the process's peak (``ru_maxrss``, what the workload's "peak RSS" column shows).
+Phases: imports of JAX and the harness; the data pools, the step keys (the first JAX
+computations of the process, which start XLA's compiler) and the imports of jflows and
+scikit-learn; building and initialising the state (``create_train_state``, its compiled
+init); loading the shared weights; the first training step (tracing and compiling the step);
+steps 2-100; steps 101-end (glibc keeps freed buffers in per-thread arenas, so RSS creeps up
+by multiples of the step's 18 MB of temporaries while training); scoring the test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+from benchmarks.harness import report
+
+PHASES = ("imports", "data, keys, library imports", "init state", "shared weights", "first step",
+          "steps 2-100", "steps 101-end", "test score")
+
+
+class _Sampler:
+    """The current RSS, and the highest since the last mark, sampled by a daemon thread."""
+
+    def __init__(self):
+        self.high, self.marks = 0.0, []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    @staticmethod
+    def now() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _run(self):
+        while True:
+            self.high = max(self.high, self.now())
+            time.sleep(0.002)
+
+    def mark(self, phase: str) -> None:
+        now = self.now()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.marks.append((phase, now, max(self.high, now), peak))
+        self.high = 0.0
+
+
+def child(steps: int, out: str) -> None:
+    sampler = _Sampler()
+    import jax  # noqa: F401
+
+    from benchmarks.harness import common, jax_runner
+    from benchmarks.harness.workload import main
+    from benchmarks.workloads import w4_resflow_digits as w4
+
+    sampler.mark("imports")
+
+    def around(module, name, before=None, after=None):
+        fn = getattr(module, name)
+
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            if before:
+                sampler.mark(before)
+            result = fn(*args, **kwargs)
+            if after:
+                sampler.mark(after)
+            return result
+
+        setattr(module, name, wrapped)
+
+    around(jax_runner, "jflows_model", before="data, keys, library imports")
+    around(w4, "shared_init", before="init state")
+    around(w4, "load_into_jflows", after="shared weights")
+    loop = common.train_loop
+
+    def train_loop(step, n):
+        def marked(i):
+            value = step(i)
+            if i in (0, 99):
+                sampler.mark("first step" if i == 0 else "steps 2-100")
+            return value
+
+        result = loop(marked, n)
+        sampler.mark("steps 101-end")
+        return result
+
+    common.train_loop = train_loop
+    sys.argv = ["w4", "--stacks", "jflows", "--seed", "0", "--steps", str(steps),
+                "--worker", "jflows", "--data", "digits", "--result", out + ".worker"]
+    main(w4.WORKLOAD)
+    sampler.mark("test score")
+    with open(out, "w") as f:
+        json.dump(sampler.marks, f)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--emitters", nargs="+", default=["default", "auto"])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.steps, args.child)
+        return
+    print(report.machine_header())
+    rows = []
+    for setting in args.emitters:
+        out = f"/tmp/w4_memory_{os.getpid()}_{setting}.json"
+        env = {**os.environ, "JFLOWS_CPU_FUSION_EMITTERS": setting, "JFLOWS_TRACE_CACHE": "off"}
+        cmd = [sys.executable, "-m", "benchmarks.investigations.w4_memory", "--steps",
+               str(args.steps), "--child", out]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"{setting}: child failed\n{proc.stderr[-3000:]}")
+        with open(out) as f:
+            marks = json.load(f)
+        for name in (out, out + ".worker"):
+            os.remove(name)
+        for phase, now, high, peak in marks:
+            rows.append([setting, phase, f"{now:.0f}", f"{high:.0f}", f"{peak:.0f}"])
+    report.print_table(["emitters", "phase", "RSS at end MB", "highest in phase MB",
+                        "process peak MB"], rows)
+
+
+if __name__ == "__main__":
+    main()
