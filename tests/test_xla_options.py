@@ -65,7 +65,8 @@ def _step_options(flow, x):
     return step.compiler_options
 
 
-@pytest.mark.parametrize("cache", [False, True], ids=["plain", "trace-cache"])
+@pytest.mark.parametrize("cache", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["plain", "trace-cache"])
 def test_train_steps_choose_by_their_program(cache, tmp_path, monkeypatch):
     monkeypatch.delenv(xla_options.ENV, raising=False)
     directory = str(tmp_path / "traces") if cache else None
@@ -83,3 +84,24 @@ def test_train_steps_choose_by_their_program(cache, tmp_path, monkeypatch):
         jax.clear_caches()
         assert _step_options(image, conv_x) == {OPTION: False}
         assert trace_cache.stats["hits"] >= 2
+
+
+@pytest.mark.parametrize("cache", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["plain", "trace-cache"])
+def test_calls_nested_in_another_trace_compile_with_it(cache, tmp_path, monkeypatch):
+    """``eval_shape`` of a state (the CLI's resume check) and a step inside an outer jit."""
+    monkeypatch.delenv(xla_options.ENV, raising=False)
+    directory = str(tmp_path / "traces") if cache else None
+    monkeypatch.setattr(trace_cache, "trace_cache_dir", lambda: directory)
+    flow = models.resflow((4, 4, 1), n_blocks=1, hidden=4, n_scales=1, fc_blocks=0,
+                          actnorm=False)
+    x = np.random.default_rng(0).normal(size=(8, 4, 4, 1)).astype(np.float32)
+    opt = optax.adam(1e-3)
+    shapes = jax.eval_shape(lambda b: create_train_state(flow, opt, b, jax.random.key(0)), x)
+    state = create_train_state(flow, opt, x, jax.random.key(0))
+    assert jax.tree.map(jnp.shape, shapes) == jax.tree.map(jnp.shape, state)
+    step = make_train_step(flow, opt)
+    loss = jax.jit(lambda s, b: step(s, b, jax.random.key(1))[1]["loss"])(state, x)
+    assert np.isfinite(float(loss))
+    assert step(state, x, jax.random.key(1))[1]["loss"] == pytest.approx(float(loss), rel=1e-4)
+    assert step.compiler_options == {OPTION: False}

@@ -44,7 +44,12 @@ import jax
 
 from jflows.errors import UnfingerprintableError
 from jflows.training.fingerprint import fingerprint, source_tree_digest
-from jflows.training.xla_options import compiler_options, has_convolution, jit_choosing_emitters
+from jflows.training.xla_options import (
+    compiler_options,
+    has_convolution,
+    jit_choosing_emitters,
+    under_trace,
+)
 
 ENV = "JFLOWS_TRACE_CACHE"
 """Environment variable: 0/off/false/none turns the trace cache off (it is on with JAX's
@@ -106,6 +111,8 @@ class _CachedJit:
         """XLA options of the cached program, chosen when it is built (None before)."""
 
     def __call__(self, *args: Any) -> Any:
+        if under_trace(args):  # nested in another trace: compiled with it, nothing to store
+            return self._jitted(*args)
         if self._call is None:
             self._call = self._build(args)
         return self._call(*args)

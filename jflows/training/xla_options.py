@@ -85,23 +85,37 @@ def has_convolution(jaxpr) -> bool:
     return False
 
 
+def under_trace(*args: Any) -> bool:
+    """Whether any leaf of ``args`` is a tracer: a call nested in ``jit``, ``eval_shape``, ...
+
+    JAX only takes ``compiler_options`` on a top-level ``jit``; a nested one is compiled
+    with the program around it, so a nested call goes to the plain ``jax.jit``.
+    """
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args))
+
+
 class EmitterChoosingJit:
     """``jax.jit(fn, **jit_kwargs)`` with the fusion emitters chosen on its first trace.
 
-    The first call (or ``lower``/``trace``) traces ``fn`` once, looks for a convolution and
-    jits ``fn`` with the matching ``compiler_options``; JAX reuses that trace, so nothing is
-    traced twice. Later calls go straight to that jitted function.
+    The first top-level call (or ``lower``/``trace``) traces ``fn`` once, looks for a
+    convolution and jits ``fn`` with the matching ``compiler_options``; JAX reuses that
+    trace, so nothing is traced twice. Later calls go straight to that jitted function; calls
+    nested in another trace (``jax.eval_shape`` of a state, an outer ``jit``) go to the plain
+    ``jax.jit(fn)``.
     """
 
     def __init__(self, fn: Callable, jit_kwargs: dict):
         self._fn, self._jit_kwargs = fn, jit_kwargs
+        self._plain = jax.jit(fn, **jit_kwargs)
         self._jitted: Any = None
         self.compiler_options: dict[str, Any] | None = None
         """The options chosen on the first trace (None before it)."""
 
     def _choose(self, args: tuple, kwargs: dict) -> Any:
+        if under_trace(args, kwargs):
+            return self._plain
         if self._jitted is None:
-            traced = jax.jit(self._fn, **self._jit_kwargs).trace(*args, **kwargs)
+            traced = self._plain.trace(*args, **kwargs)
             options = compiler_options(jax.default_backend(), has_convolution(traced.jaxpr))
             extra = {"compiler_options": options} if options else {}
             self._jitted = jax.jit(self._fn, **self._jit_kwargs, **extra)
@@ -125,7 +139,7 @@ class EmitterChoosingJit:
         """Other attributes (``eval_shape``): those of the plain ``jax.jit(fn)``."""
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(jax.jit(self._fn, **self._jit_kwargs), name)
+        return getattr(self._plain, name)
 
 
 def jit_choosing_emitters(fn: Callable, **jit_kwargs: Any) -> Callable:
