@@ -88,9 +88,10 @@ def test_train_steps_choose_by_their_program(cache, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("cache", [False, pytest.param(True, marks=pytest.mark.slow)],
                          ids=["plain", "trace-cache"])
-def test_calls_nested_in_another_trace_compile_with_it(cache, tmp_path, monkeypatch):
+@pytest.mark.parametrize("emitters", ["auto", "classic"])
+def test_calls_nested_in_another_trace_compile_with_it(cache, emitters, tmp_path, monkeypatch):
     """``eval_shape`` of a state (the CLI's resume check) and a step inside an outer jit."""
-    monkeypatch.delenv(xla_options.ENV, raising=False)
+    monkeypatch.setenv(xla_options.ENV, emitters)
     directory = str(tmp_path / "traces") if cache else None
     monkeypatch.setattr(trace_cache, "trace_cache_dir", lambda: directory)
     flow = models.resflow((4, 4, 1), n_blocks=1, hidden=4, n_scales=1, fc_blocks=0,

@@ -49,11 +49,6 @@ def emitter_choice() -> str:
     return value
 
 
-def needs_inspection(platform: str) -> bool:
-    """Whether the choice for a program on ``platform`` depends on its contents."""
-    return platform == "cpu" and emitter_choice() == "auto"
-
-
 def compiler_options(platform: str, convolution: bool) -> dict[str, Any]:
     """The ``compiler_options`` of ``jax.jit`` for a program on ``platform``.
 
@@ -143,9 +138,11 @@ class EmitterChoosingJit:
 
 
 def jit_choosing_emitters(fn: Callable, **jit_kwargs: Any) -> Callable:
-    """``jax.jit(fn, **jit_kwargs)``, compiled with the emitters this module chooses."""
-    platform = jax.default_backend()
-    if needs_inspection(platform):
-        return EmitterChoosingJit(fn, jit_kwargs)
-    options = compiler_options(platform, convolution=False)
-    return jax.jit(fn, **jit_kwargs, **({"compiler_options": options} if options else {}))
+    """``jax.jit(fn, **jit_kwargs)``, compiled with the emitters this module chooses.
+
+    A plain ``jax.jit`` where no option can apply (another backend, or
+    ``JFLOWS_CPU_FUSION_EMITTERS=default``), else an :class:`EmitterChoosingJit`.
+    """
+    if jax.default_backend() != "cpu" or emitter_choice() == "default":
+        return jax.jit(fn, **jit_kwargs)
+    return EmitterChoosingJit(fn, jit_kwargs)
