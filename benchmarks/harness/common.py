@@ -156,7 +156,7 @@ def step_keys(steps: int, seed: int = 0) -> list:
     """One JAX key per step (from ``1 + seed``), split before the timed loop.
 
     Each key is wrapped from its row of the split's key data: ``list(keys)`` would slice the
-    key array once per index, one compiled program per step (120 MB of peak RSS for W4's
+    key array once per index, one compiled program per step (105 MB of peak RSS for
     1000 steps, counted against every JAX stack); one wrap program serves all rows.
     """
     import jax
