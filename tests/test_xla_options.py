@@ -56,6 +56,12 @@ def test_convolutions_are_found_inside_loops_conditionals_and_custom_rules():
     assert not has_convolution(jax.make_jaxpr(lambda a, b: jnp.tanh(a @ b))(k[0, 0], k[0, 0]))
 
 
+def _image_flow():
+    """A one-block convolutional residual flow on 4x4x1 images."""
+    return models.resflow((4, 4, 1), n_blocks=1, hidden=4, n_scales=1, fc_blocks=0,
+                          actnorm=False)
+
+
 def _step_options(flow, x):
     opt = optax.adam(1e-3)
     state = create_train_state(flow, opt, x, jax.random.key(0))
@@ -73,8 +79,7 @@ def test_train_steps_choose_by_their_program(cache, tmp_path, monkeypatch):
     monkeypatch.setattr(trace_cache, "trace_cache_dir", lambda: directory)
     monkeypatch.setattr(trace_cache, "stats", dict.fromkeys(trace_cache.stats, 0))
     rng = np.random.default_rng(0)
-    image = models.resflow((4, 4, 1), n_blocks=1, hidden=4, n_scales=1, fc_blocks=0,
-                           actnorm=False)
+    image = _image_flow()
     dense = models.realnvp((2,), n_couplings=2, hidden=(4,))
     conv_x = rng.normal(size=(8, 4, 4, 1)).astype(np.float32)
     dense_x = rng.normal(size=(8, 2)).astype(np.float32)
@@ -94,8 +99,7 @@ def test_calls_nested_in_another_trace_compile_with_it(cache, emitters, tmp_path
     monkeypatch.setenv(xla_options.ENV, emitters)
     directory = str(tmp_path / "traces") if cache else None
     monkeypatch.setattr(trace_cache, "trace_cache_dir", lambda: directory)
-    flow = models.resflow((4, 4, 1), n_blocks=1, hidden=4, n_scales=1, fc_blocks=0,
-                          actnorm=False)
+    flow = _image_flow()
     x = np.random.default_rng(0).normal(size=(8, 4, 4, 1)).astype(np.float32)
     opt = optax.adam(1e-3)
     shapes = jax.eval_shape(lambda b: create_train_state(flow, opt, b, jax.random.key(0)), x)

@@ -24,6 +24,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -118,7 +119,7 @@ def main() -> None:
     print(report.machine_header())
     rows = []
     for setting in args.emitters:
-        out = f"/tmp/w4_memory_{os.getpid()}_{setting}.json"
+        out = os.path.join(tempfile.gettempdir(), f"w4_memory_{os.getpid()}_{setting}.json")
         env = {**os.environ, "JFLOWS_CPU_FUSION_EMITTERS": setting, "JFLOWS_TRACE_CACHE": "off"}
         cmd = [sys.executable, "-m", "benchmarks.investigations.w4_memory", "--steps",
                str(args.steps), "--child", out]

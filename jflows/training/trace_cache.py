@@ -48,6 +48,7 @@ from jflows.training.xla_options import (
     compiler_options,
     has_convolution,
     jit_choosing_emitters,
+    jit_with_options,
     under_trace,
 )
 
@@ -159,10 +160,8 @@ class _CachedJit:
                 return fn(*call_args)  # another signature: traced as usual, not cached
             return jax.tree.unflatten(out_tree, exported.call(*leaves))
 
-        options = compiler_options(jax.default_backend(), convolution)
-        self.compiler_options = options
-        extra = {"compiler_options": options} if options else {}
-        return jax.jit(call, **self._jit_kwargs, **extra)
+        self.compiler_options = compiler_options(jax.default_backend(), convolution)
+        return jit_with_options(call, self.compiler_options, **self._jit_kwargs)
 
     def _export(self, args: tuple):
         from jax import export

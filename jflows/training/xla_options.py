@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.extend
 
 from jflows.errors import ConfigError
 
@@ -68,16 +69,16 @@ def compiler_options(platform: str, convolution: bool) -> dict[str, Any]:
 
 def has_convolution(jaxpr) -> bool:
     """Whether a (closed) jaxpr or any jaxpr nested in its equations has a convolution."""
-    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == CONVOLUTION:
-            return True
-        for value in eqn.params.values():
-            for item in value if isinstance(value, tuple | list) else (value,):
-                inner = getattr(item, "jaxpr", item)
-                if hasattr(inner, "eqns") and has_convolution(inner):
-                    return True
-    return False
+    return any(
+        eqn.primitive.name == CONVOLUTION
+        or any(has_convolution(sub) for sub in jax.extend.core.jaxprs_in_params(eqn.params))
+        for eqn in getattr(jaxpr, "jaxpr", jaxpr).eqns
+    )
+
+
+def jit_with_options(fn: Callable, options: dict[str, Any], **jit_kwargs: Any) -> Callable:
+    """``jax.jit(fn, **jit_kwargs)`` with ``compiler_options=options`` when there are any."""
+    return jax.jit(fn, **jit_kwargs, **({"compiler_options": options} if options else {}))
 
 
 def under_trace(*args: Any) -> bool:
@@ -112,8 +113,7 @@ class EmitterChoosingJit:
         if self._jitted is None:
             traced = self._plain.trace(*args, **kwargs)
             options = compiler_options(jax.default_backend(), has_convolution(traced.jaxpr))
-            extra = {"compiler_options": options} if options else {}
-            self._jitted = jax.jit(self._fn, **self._jit_kwargs, **extra)
+            self._jitted = jit_with_options(self._fn, options, **self._jit_kwargs)
             self.compiler_options = options
         return self._jitted
 
