@@ -53,8 +53,14 @@ def _normal_log_density(y, mean, log_scale, event_ndims):
     return e.reshape(*e.shape[: e.ndim - event_ndims], -1).sum(-1)
 
 
+def _layers_fast_except(slow_name):
+    """Every layer case, the one named running in the full suite only (fast loop budget)."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n == slow_name else n
+            for n in sorted(LAYERS)]
+
+
 @pytest.mark.float64
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", _layers_fast_except("image_actnorm"))
 def test_contribution_is_logdet_plus_log_prior_minus_log_posterior(name):
     layer, variables, x, shape, event_ndims = _setup(name)
     key = jax.random.key(7)
@@ -95,7 +101,7 @@ def test_contribution_is_logdet_plus_log_prior_minus_log_posterior(name):
 
 
 @pytest.mark.float64
-@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("name", _layers_fast_except("vector_realnvp"))
 def test_indexed_map_inverts_at_a_fixed_index_and_inverse_draws_from_sample(name):
     layer, variables, x, shape, _ = _setup(name)
     u = jax.random.normal(jax.random.key(5), (*x.shape[:-1], layer.index_dims), DTYPE)
@@ -118,6 +124,7 @@ def test_indexed_map_inverts_at_a_fixed_index_and_inverse_draws_from_sample(name
 
 
 @pytest.mark.float64
+@pytest.mark.slow
 def test_elbo_is_below_the_exact_likelihood_and_the_iwbo_approaches_it():
     """1-D: ``p(x) = int N(F(x;u); 0, 1) |F'(x;u)| p(u | F(x;u)) du`` by quadrature.
 
@@ -176,6 +183,7 @@ def test_gradients_reach_the_posterior_the_prior_the_index_net_and_the_bijection
         assert all(n > 0 for n in norms), (name, norms)
 
 
+@pytest.mark.slow
 def test_cif_model_starts_as_its_base_model_and_samples():
     flow = jm.cif((2,), layers=2, hidden=(8,), index_hidden=(4,), dtype=DTYPE)
     x = jax.random.normal(jax.random.key(0), (5, 2), DTYPE)
@@ -207,6 +215,7 @@ def test_random_index_init_makes_the_map_depend_on_the_index_from_the_start():
     assert not np.allclose(random[0], random[1])
 
 
+@pytest.mark.slow
 def test_cif_resflow_model_log_prob_iwbo_and_samples():
     flow = jm.cif((2,), base_model="resflow", layers=2, hidden=(8,), index_hidden=(4,),
                   logdet="exact", dtype=DTYPE)

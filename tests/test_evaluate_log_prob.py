@@ -79,6 +79,7 @@ def test_conditional_flow_reads_one_context_row_per_row():
                                                method="log_prob"), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_images_and_stochastic_layers_are_deterministic_given_the_key():
     flow = models.realnvp((4, 4, 1), n_couplings=2, hidden=8,
                           preprocessing=models.image_preprocessing(4))

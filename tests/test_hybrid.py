@@ -52,6 +52,7 @@ def test_loss_matches_an_independent_computation():
     np.testing.assert_allclose(float(got), expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_lam_zero_is_a_pure_classifier_gradient():
     """lam=0: the flow's gradient is the classifier's only (through the head), not log p(x)'s."""
     model = _model()

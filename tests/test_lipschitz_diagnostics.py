@@ -128,6 +128,7 @@ def _after_dequantizer(inverse=False):
     return backward if inverse else forward
 
 
+@pytest.mark.slow
 def test_glow_tiny_image_after_its_dequantizer():
     shape = (4, 4, 1)
     flow = jm.glow(shape, levels=1, steps=1, hidden=4, preprocessing=jm.image_preprocessing(17))
@@ -151,6 +152,7 @@ def test_glow_tiny_image_after_its_dequantizer():
         jm.bi_lipschitz(rest, {}, jnp.ones((1, 2)), dequantized=True)
 
 
+@pytest.mark.slow
 def test_resflow_exact_logdet_uses_the_implicit_inverse():
     flow = jm.resflow((2,), n_blocks=1, hidden=(8,), logdet="exact", training=False)
     # the fixed-point inverse has reverse-mode derivatives only: jacrev is the reference
@@ -181,7 +183,7 @@ def _exact_indexed(flow, variables, points, indices, method, jac=jax.jacfwd):
 
 
 @pytest.mark.parametrize(("base_model", "jac_inverse", "method"), [
-    ("realnvp", jax.jacfwd, "direct"),
+    pytest.param("realnvp", jax.jacfwd, "direct", marks=pytest.mark.slow),
     pytest.param("resflow", jax.jacrev, "implicit", marks=pytest.mark.slow)])
 def test_cif_per_index_maps_match_svd_with_the_index_held(base_model, jac_inverse, method):
     from jflows.models.measured_map import measured_map

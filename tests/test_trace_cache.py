@@ -82,6 +82,7 @@ def test_restart_loads_the_stored_step_and_trains_identically(cache_dir, monkeyp
     jax.tree.map(np.testing.assert_array_equal, state.params, plain_state.params)
 
 
+@pytest.mark.slow  # ~18 s of compilation; the restart test above keeps the cache in the fast loop
 def test_other_models_and_signatures_are_traced_and_a_corrupt_entry_is_replaced(
     cache_dir, monkeypatch
 ):

@@ -93,7 +93,7 @@ def test_train_steps_choose_by_their_program(cache, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("cache", [False, pytest.param(True, marks=pytest.mark.slow)],
                          ids=["plain", "trace-cache"])
-@pytest.mark.parametrize("emitters", ["auto", "classic"])
+@pytest.mark.parametrize("emitters", ["auto", pytest.param("classic", marks=pytest.mark.slow)])
 def test_calls_nested_in_another_trace_compile_with_it(cache, emitters, tmp_path, monkeypatch):
     """``eval_shape`` of a state (the CLI's resume check) and a step inside an outer jit."""
     monkeypatch.setenv(xla_options.ENV, emitters)
