@@ -12,7 +12,14 @@ import textwrap
 
 import pytest
 
-from jflows.training.compile_cache import ENV, default_cache_dir, resolve_cache_dir
+from jflows.training.compile_cache import (
+    DEFAULT_MAX_SIZE,
+    ENV,
+    MAX_SIZE_ENV,
+    add_missing_access_times,
+    default_cache_dir,
+    resolve_cache_dir,
+)
 
 SCRIPT = textwrap.dedent(
     """
@@ -165,3 +172,68 @@ def test_fit_restarts_from_the_cache_and_survives_a_corrupt_one(tmp_path):
             path.write_bytes(b"\x00garbage")
     corrupt = run()
     assert corrupt["hits"] == 0 and corrupt["params"] == cold["params"]
+
+
+BOUND_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, warnings
+    import jax, jax.numpy as jnp
+    from jflows.training.compile_cache import enable_compilation_cache, max_size
+
+    cache = sys.argv[1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        enable_compilation_cache(cache)
+        bound = max_size()
+        if len(sys.argv) > 2:  # a bound small enough that the next entry evicts the old one
+            jax.config.update("jax_compilation_cache_max_size", int(sys.argv[2]))
+        value = float(jax.jit(lambda x: jnp.sin(x) * 3)(jnp.ones(4)).sum())
+    print(json.dumps({"bound": bound, "files": sorted(os.listdir(cache)), "value": value,
+                      "warnings": [str(w.message) for w in caught]}))
+    """
+)
+
+
+def _bound_run(tmp_path, *args, env=None):
+    script = tmp_path / "bound_probe.py"
+    script.write_text(BOUND_SCRIPT)
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in (ENV, MAX_SIZE_ENV)}
+    environment.update(env or {})
+    out = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
+                         text=True, env=environment, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_cache_is_bounded_and_entries_of_an_unbounded_cache_can_be_evicted(tmp_path):
+    """The default bound is set; an entry written while the cache was unbounded (no access-time
+    file, which JAX's eviction needs) gets one, and is evicted first when the bound is reached,
+    without a warning; a bound the user set (here: unbounded) is kept."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "old-cache").write_bytes(b"\x00" * 200_000)  # from an unbounded cache
+    os.utime(cache / "old-cache", ns=(10**18, 10**18))  # 2001: the least recently used
+    bounded = _bound_run(tmp_path, cache, 100_000)
+    assert bounded["bound"] == DEFAULT_MAX_SIZE
+    assert "old-cache" not in bounded["files"] and "old-atime" not in bounded["files"]
+    assert any(name.endswith("-cache") for name in bounded["files"])  # the new executables
+    assert bounded["warnings"] == []
+
+    (cache / "old-cache").write_bytes(b"\x00" * 200_000)
+    unbounded = _bound_run(tmp_path, cache, env={MAX_SIZE_ENV: "-1"})
+    assert unbounded["bound"] == -1 and "old-cache" in unbounded["files"]
+    assert unbounded["value"] == bounded["value"]
+
+
+def test_add_missing_access_times_orders_old_entries_by_their_age(tmp_path):
+    (tmp_path / "a-cache").write_bytes(b"1")
+    os.utime(tmp_path / "a-cache", ns=(5, 5))
+    (tmp_path / "b-cache").write_bytes(b"2")
+    (tmp_path / "b-atime").write_bytes((7).to_bytes(8, "little"))
+    (tmp_path / "unrelated.txt").write_text("x")
+    assert add_missing_access_times(tmp_path) == 1
+    assert int.from_bytes((tmp_path / "a-atime").read_bytes(), "little") == 5
+    assert int.from_bytes((tmp_path / "b-atime").read_bytes(), "little") == 7  # left alone
+    assert add_missing_access_times(tmp_path) == 0
+    assert add_missing_access_times(tmp_path / "missing") == 0

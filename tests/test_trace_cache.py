@@ -116,3 +116,33 @@ def test_unfingerprintable_parts_mean_a_plain_jit(cache_dir):
     fn = trace_cache.cached_jit(lambda a: a + 1, name="f", parts=(object(),))
     assert float(fn(np.float32(1.0))) == 2.0
     assert trace_cache.stats["uncached"] == 1 and not os.path.exists(cache_dir)
+
+
+def test_eviction_removes_the_least_recently_used_entries_down_to_the_bound(tmp_path):
+    for i, name in enumerate(["old", "mid", "new"]):
+        path = tmp_path / f"{name}{trace_cache.SUFFIX}"
+        path.write_bytes(b"\x00" * 100)
+        os.utime(path, ns=(10**9 * (i + 1),) * 2)
+    (tmp_path / "other.bin").write_bytes(b"\x00" * 1000)  # not an entry: never counted
+    assert trace_cache.evict_least_recently_used(str(tmp_path), -1) == 0  # unbounded
+    assert trace_cache.evict_least_recently_used(str(tmp_path), 250) == 1
+    assert sorted(os.listdir(tmp_path)) == ["mid.jflows-trace", "new.jflows-trace", "other.bin"]
+    keep = str(tmp_path / f"mid{trace_cache.SUFFIX}")
+    assert trace_cache.evict_least_recently_used(str(tmp_path), 0, keep=keep) == 1
+    assert sorted(os.listdir(tmp_path)) == ["mid.jflows-trace", "other.bin"]
+
+
+def test_a_store_keeps_the_cache_within_its_bound_and_a_hit_marks_its_entry(
+    cache_dir, monkeypatch
+):
+    x = np.ones(3, np.float32)
+    first = trace_cache.cached_jit(lambda a: a + 1, name="first", parts=("first",))
+    first(x)
+    (entry,) = os.listdir(cache_dir)
+    os.utime(os.path.join(cache_dir, entry), ns=(10**9, 10**9))
+    trace_cache.cached_jit(lambda a: a + 1, name="first", parts=("first",))(x)  # a hit
+    assert os.stat(os.path.join(cache_dir, entry)).st_mtime_ns > 10**9
+    monkeypatch.setattr(trace_cache, "max_size", lambda: 1)  # room for the newest entry only
+    assert float(trace_cache.cached_jit(lambda a: a * 3, name="second",
+                                        parts=("second",))(x)[0]) == 3.0
+    assert [name.split("-")[0] for name in os.listdir(cache_dir)] == ["second"]

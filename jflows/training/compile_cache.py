@@ -16,6 +16,11 @@ Where the cache lives, in order:
 The same directory holds, in ``jflows-traces``, the traced and lowered steps
 (:mod:`jflows.training.trace_cache`), so a restart skips tracing as well.
 
+The cache is bounded: when it would grow past :data:`DEFAULT_MAX_SIZE` bytes, the least
+recently used entries are deleted (JAX's own LRU eviction, and the same rule for the traced
+steps). ``JAX_COMPILATION_CACHE_MAX_SIZE`` (bytes; ``-1``: unbounded) or
+``jax.config.update("jax_compilation_cache_max_size", ...)`` chooses another bound.
+
 A cache that cannot be used (the path is a file, or not writable) is reported once as a
 warning and training goes on without it; JAX itself treats an unreadable entry as a miss and
 recompiles. A cache already configured by the user (``jax.config.jax_compilation_cache_dir``)
@@ -40,6 +45,16 @@ before the first step. Each of those compiles in 0.02-0.3 s; on a restart of a 2
 were a fifth of the time to the first step (``benchmarks/investigations/warm_start.py``).
 Their entries are a few kB each.
 """
+MAX_SIZE_ENV = "JAX_COMPILATION_CACHE_MAX_SIZE"
+"""JAX's environment variable for the cache's bound in bytes (-1: unbounded)."""
+DEFAULT_MAX_SIZE = 2 * 2**30
+"""Bytes the cache may hold (2 GiB) when the user has not chosen a bound.
+
+Every model, batch shape and setting a user trains adds its executables (a W4 training step:
+about 3 MB); without a bound, a default-on cache in the user's home directory grows for as
+long as the machine is used.
+"""
+_CACHE_SUFFIX, _ATIME_SUFFIX = "-cache", "-atime"  # the file names of JAX's LRU cache
 
 
 def default_cache_dir() -> str:
@@ -102,4 +117,52 @@ def enable_compilation_cache(
         return None
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    _bound(directory)
     return directory
+
+
+def max_size() -> int:
+    """The cache's bound in bytes as JAX will apply it (-1: unbounded)."""
+    return int(jax.config.jax_compilation_cache_max_size)
+
+
+def _bound(directory: str) -> None:
+    """Sets :data:`DEFAULT_MAX_SIZE` unless the user chose a bound; readies old entries."""
+    if os.environ.get(MAX_SIZE_ENV) is None and max_size() == -1:
+        # JAX's eviction locks the directory with ``filelock`` (a dependency of jflows)
+        jax.config.update("jax_compilation_cache_max_size", DEFAULT_MAX_SIZE)
+    if max_size() != -1:
+        add_missing_access_times(directory)
+
+
+def add_missing_access_times(directory: str | os.PathLike) -> int:
+    """Writes the access-time file JAX's eviction reads for every entry that lacks one.
+
+    Entries written while the cache was unbounded have none, and JAX's eviction fails on
+    them (every later write would be refused with a warning). Each gets its file's
+    modification time, so the oldest go first. Returns the number of files written.
+
+    Example:
+        >>> import tempfile
+        >>> add_missing_access_times(tempfile.mkdtemp())  # an empty cache: nothing to add
+        0
+    """
+    written = 0
+    try:
+        names = set(os.listdir(directory))
+    except OSError:
+        return 0
+    for name in names:
+        if not name.endswith(_CACHE_SUFFIX):
+            continue
+        atime = name[: -len(_CACHE_SUFFIX)] + _ATIME_SUFFIX
+        if atime in names:
+            continue
+        try:
+            stamp = os.stat(os.path.join(directory, name)).st_mtime_ns
+            with open(os.path.join(directory, atime), "wb") as f:
+                f.write(int(stamp).to_bytes(8, "little"))
+            written += 1
+        except OSError:  # removed meanwhile by another process, or read-only: JAX's concern
+            continue
+    return written

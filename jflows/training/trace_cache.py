@@ -18,7 +18,9 @@ entry that cannot be read (a corrupt file: reported once as a warning, then over
 mean an ordinary ``jax.jit``; never a wrong function. The cache is on exactly when JAX's
 compilation cache is (``jax.config.jax_compilation_cache_dir`` set; ``jflows`` and ``fit``
 set it by default) and lives in its ``jflows-traces`` subdirectory;
-``JFLOWS_TRACE_CACHE=off`` turns it off alone.
+``JFLOWS_TRACE_CACHE=off`` turns it off alone. It keeps to the compilation cache's bound
+(:func:`jflows.training.compile_cache.max_size`): a new entry that takes it past that deletes
+the least recently used ones (a hit marks its entry used).
 
 Example:
     >>> import jax.numpy as jnp
@@ -29,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -43,6 +46,7 @@ from typing import Any
 import jax
 
 from jflows.errors import UnfingerprintableError
+from jflows.training.compile_cache import max_size
 from jflows.training.fingerprint import fingerprint, source_tree_digest
 from jflows.training.xla_options import (
     compiler_options,
@@ -56,6 +60,7 @@ ENV = "JFLOWS_TRACE_CACHE"
 """Environment variable: 0/off/false/none turns the trace cache off (it is on with JAX's
 compilation cache otherwise)."""
 SUBDIR = "jflows-traces"
+SUFFIX = ".jflows-trace"
 FORMAT = 2
 _CONFIG_IGNORED = ("cache", "log", "dump", "traceback", "transfer", "visible_devices",
                    "timeout", "pprint", "source_url", "explain", "pgle", "leaked",
@@ -128,7 +133,7 @@ class _CachedJit:
         key = hashlib.sha256(
             f"{FORMAT}\x00{self._name}\x00{self._digest}\x00{_signature(args)}".encode()
         ).hexdigest()
-        return os.path.join(self._dir, f"{self._name}-{key}.jflows-trace")
+        return os.path.join(self._dir, f"{self._name}-{key}{SUFFIX}")
 
     def _build(self, args: tuple) -> Callable:
         from jax import export
@@ -195,6 +200,7 @@ class _CachedJit:
             if entry.get("format") != FORMAT:
                 return None, None, None
             exported = export.deserialize(bytearray(entry["exported"]))
+            _touch(path)
             return exported, entry["out_tree"], bool(entry["convolution"])
         except Exception as err:  # noqa: BLE001 - a corrupt entry is a miss, said once
             warnings.warn(
@@ -215,8 +221,50 @@ class _CachedJit:
                 pickle.dump(entry, f)
             os.replace(tmp, path)  # atomic: a concurrent reader sees all or nothing
             stats["stores"] += 1
+            evict_least_recently_used(self._dir, max_size(), keep=path)
         except (OSError, pickle.PicklingError, TypeError, AttributeError) as err:
             logger.info("jflows trace cache: %s not stored (%s)", self._name, err)
+
+
+def _touch(path: str) -> None:
+    """Marks an entry used now (its modification time orders the eviction)."""
+    with contextlib.suppress(OSError):  # read-only or removed meanwhile: the order is a hint
+        os.utime(path)
+
+
+def evict_least_recently_used(directory: str, limit: int, keep: str | None = None) -> int:
+    """Deletes the least recently used entries until ``directory`` holds ``limit`` bytes.
+
+    ``limit`` -1 means unbounded. Entries are ordered by modification time (written or last
+    loaded); ``keep`` (the entry just written) is never deleted. Returns the count deleted.
+
+    Example:
+        >>> import tempfile
+        >>> evict_least_recently_used(tempfile.mkdtemp(), limit=0)  # nothing stored
+        0
+    """
+    if limit < 0:
+        return 0
+    entries = []
+    try:
+        with os.scandir(directory) as it:
+            for item in it:
+                if item.name.endswith(SUFFIX) and item.is_file():
+                    info = item.stat()
+                    entries.append((info.st_mtime_ns, item.path, info.st_size))
+    except OSError:
+        return 0
+    total, removed = sum(size for _, _, size in entries), 0
+    for _, path, size in sorted(entries):
+        if total <= limit:
+            break
+        if path == keep:
+            continue
+        with contextlib.suppress(OSError):  # another process removed it first
+            os.remove(path)
+        total -= size
+        removed += 1
+    return removed
 
 
 def _flat_shardings(kwargs: dict, args: tuple) -> dict:
