@@ -12,11 +12,11 @@ import textwrap
 
 import pytest
 
+from jflows.training.cache_bounds import add_missing_access_times
 from jflows.training.compile_cache import (
     DEFAULT_MAX_SIZE,
     ENV,
     MAX_SIZE_ENV,
-    add_missing_access_times,
     default_cache_dir,
     resolve_cache_dir,
 )
@@ -178,7 +178,8 @@ BOUND_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, warnings
     import jax, jax.numpy as jnp
-    from jflows.training.compile_cache import enable_compilation_cache, max_size
+    from jflows.training.cache_bounds import max_size
+    from jflows.training.compile_cache import enable_compilation_cache
 
     cache = sys.argv[1]
     with warnings.catch_warnings(record=True) as caught:

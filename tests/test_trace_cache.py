@@ -12,6 +12,7 @@ import pytest
 from jflows import models
 from jflows.errors import UnfingerprintableError
 from jflows.training import create_train_state, make_train_step, trace_cache
+from jflows.training.cache_bounds import evict_least_recently_used
 from jflows.training.fingerprint import fingerprint
 
 
@@ -119,16 +120,19 @@ def test_unfingerprintable_parts_mean_a_plain_jit(cache_dir):
 
 
 def test_eviction_removes_the_least_recently_used_entries_down_to_the_bound(tmp_path):
+    def evict(directory, limit, keep=None):
+        return evict_least_recently_used(directory, limit, trace_cache.SUFFIX, keep=keep)
+
     for i, name in enumerate(["old", "mid", "new"]):
         path = tmp_path / f"{name}{trace_cache.SUFFIX}"
         path.write_bytes(b"\x00" * 100)
         os.utime(path, ns=(10**9 * (i + 1),) * 2)
     (tmp_path / "other.bin").write_bytes(b"\x00" * 1000)  # not an entry: never counted
-    assert trace_cache.evict_least_recently_used(str(tmp_path), -1) == 0  # unbounded
-    assert trace_cache.evict_least_recently_used(str(tmp_path), 250) == 1
+    assert evict(str(tmp_path), -1) == 0  # unbounded
+    assert evict(str(tmp_path), 250) == 1
     assert sorted(os.listdir(tmp_path)) == ["mid.jflows-trace", "new.jflows-trace", "other.bin"]
     keep = str(tmp_path / f"mid{trace_cache.SUFFIX}")
-    assert trace_cache.evict_least_recently_used(str(tmp_path), 0, keep=keep) == 1
+    assert evict(str(tmp_path), 0, keep=keep) == 1
     assert sorted(os.listdir(tmp_path)) == ["mid.jflows-trace", "other.bin"]
 
 

@@ -34,6 +34,8 @@ import warnings
 
 import jax
 
+from jflows.training.cache_bounds import add_missing_access_times, max_size
+
 ENV = "JFLOWS_COMPILATION_CACHE"
 """Environment variable: a cache directory, or 0/off/false/none to disable the cache."""
 OFF = ("0", "off", "false", "none", "no", "")
@@ -54,7 +56,6 @@ Every model, batch shape and setting a user trains adds its executables (a W4 tr
 about 3 MB); without a bound, a default-on cache in the user's home directory grows for as
 long as the machine is used.
 """
-_CACHE_SUFFIX, _ATIME_SUFFIX = "-cache", "-atime"  # the file names of JAX's LRU cache
 
 
 def default_cache_dir() -> str:
@@ -121,11 +122,6 @@ def enable_compilation_cache(
     return directory
 
 
-def max_size() -> int:
-    """The cache's bound in bytes as JAX will apply it (-1: unbounded)."""
-    return int(jax.config.jax_compilation_cache_max_size)
-
-
 def _bound(directory: str) -> None:
     """Sets :data:`DEFAULT_MAX_SIZE` unless the user chose a bound; readies old entries."""
     if os.environ.get(MAX_SIZE_ENV) is None and max_size() == -1:
@@ -133,36 +129,3 @@ def _bound(directory: str) -> None:
         jax.config.update("jax_compilation_cache_max_size", DEFAULT_MAX_SIZE)
     if max_size() != -1:
         add_missing_access_times(directory)
-
-
-def add_missing_access_times(directory: str | os.PathLike) -> int:
-    """Writes the access-time file JAX's eviction reads for every entry that lacks one.
-
-    Entries written while the cache was unbounded have none, and JAX's eviction fails on
-    them (every later write would be refused with a warning). Each gets its file's
-    modification time, so the oldest go first. Returns the number of files written.
-
-    Example:
-        >>> import tempfile
-        >>> add_missing_access_times(tempfile.mkdtemp())  # an empty cache: nothing to add
-        0
-    """
-    written = 0
-    try:
-        names = set(os.listdir(directory))
-    except OSError:
-        return 0
-    for name in names:
-        if not name.endswith(_CACHE_SUFFIX):
-            continue
-        atime = name[: -len(_CACHE_SUFFIX)] + _ATIME_SUFFIX
-        if atime in names:
-            continue
-        try:
-            stamp = os.stat(os.path.join(directory, name)).st_mtime_ns
-            with open(os.path.join(directory, atime), "wb") as f:
-                f.write(int(stamp).to_bytes(8, "little"))
-            written += 1
-        except OSError:  # removed meanwhile by another process, or read-only: JAX's concern
-            continue
-    return written

@@ -46,7 +46,7 @@ from typing import Any
 import jax
 
 from jflows.errors import UnfingerprintableError
-from jflows.training.compile_cache import max_size
+from jflows.training.cache_bounds import evict_least_recently_used, max_size
 from jflows.training.fingerprint import fingerprint, source_tree_digest
 from jflows.training.xla_options import (
     compiler_options,
@@ -221,7 +221,7 @@ class _CachedJit:
                 pickle.dump(entry, f)
             os.replace(tmp, path)  # atomic: a concurrent reader sees all or nothing
             stats["stores"] += 1
-            evict_least_recently_used(self._dir, max_size(), keep=path)
+            evict_least_recently_used(self._dir, max_size(), SUFFIX, keep=path)
         except (OSError, pickle.PicklingError, TypeError, AttributeError) as err:
             logger.info("jflows trace cache: %s not stored (%s)", self._name, err)
 
@@ -230,41 +230,6 @@ def _touch(path: str) -> None:
     """Marks an entry used now (its modification time orders the eviction)."""
     with contextlib.suppress(OSError):  # read-only or removed meanwhile: the order is a hint
         os.utime(path)
-
-
-def evict_least_recently_used(directory: str, limit: int, keep: str | None = None) -> int:
-    """Deletes the least recently used entries until ``directory`` holds ``limit`` bytes.
-
-    ``limit`` -1 means unbounded. Entries are ordered by modification time (written or last
-    loaded); ``keep`` (the entry just written) is never deleted. Returns the count deleted.
-
-    Example:
-        >>> import tempfile
-        >>> evict_least_recently_used(tempfile.mkdtemp(), limit=0)  # nothing stored
-        0
-    """
-    if limit < 0:
-        return 0
-    entries = []
-    try:
-        with os.scandir(directory) as it:
-            for item in it:
-                if item.name.endswith(SUFFIX) and item.is_file():
-                    info = item.stat()
-                    entries.append((info.st_mtime_ns, item.path, info.st_size))
-    except OSError:
-        return 0
-    total, removed = sum(size for _, _, size in entries), 0
-    for _, path, size in sorted(entries):
-        if total <= limit:
-            break
-        if path == keep:
-            continue
-        with contextlib.suppress(OSError):  # another process removed it first
-            os.remove(path)
-        total -= size
-        removed += 1
-    return removed
 
 
 def _flat_shardings(kwargs: dict, args: tuple) -> dict:
