@@ -97,6 +97,33 @@ def jflows_model(task, flow, *, eval_flow=None, init=None) -> JaxModel:
     return JaxModel(state=state, step=step, test=test_nll, params=lambda s: s.params)
 
 
+def digits_draws_model(task, make_flow: Callable, bits: Callable, *, init=None,
+                       **preprocessing) -> JaxModel:
+    """A jflows image flow trained on digit levels and tested on the fixed draws ``k + u``.
+
+    The training flow dequantizes the levels itself (the first layer of
+    ``image_preprocessing(levels, **preprocessing)``, ``UniformDequantization``); the test
+    flow swaps that layer for an identity without parameters, so it reads the draws in
+    ``task.test`` (one array per draw, as normflows is tested) and shares the trained
+    parameters. ``make_flow(preprocessing, training)`` builds either flow; ``bits`` maps a
+    mean NLL in level units to bits/dim, the figure the model reports (loss and test).
+    """
+    from jflows import models as jm
+    from jflows.bijectors import FixedAffine, UniformDequantization
+
+    prep = list(jm.image_preprocessing(common.DIGITS_LEVELS, **preprocessing))
+    if not isinstance(prep[0], UniformDequantization):
+        raise SystemExit(f"expected UniformDequantization first in image_preprocessing: {prep}")
+    test_prep = [FixedAffine(scale=1.0, event_ndims=3), *prep[1:]]
+    model = jflows_model(task, make_flow(prep, True), eval_flow=make_flow(test_prep, False),
+                         init=init)
+    return dataclasses.replace(
+        model,
+        test=lambda state: bits(np.mean([model.test(state, d) for d in task.test])),
+        loss_to=bits,
+    )
+
+
 def load_shared_weights(state, values: dict, optimizer, *, skip_missing: bool = False):
     """``state`` with the shared initial weights ``values`` and a fresh optimiser state.
 

@@ -54,29 +54,11 @@ def jflows_flow(training: bool = True, preprocessing=None):
 def build_jflows(task: Task):
     """The Glow of jflows, tested on the fixed draws ``k + u`` that normflows is tested on.
 
-    The model takes the levels ``k`` and dequantizes them itself (its first layer,
-    ``UniformDequantization``); the test flow swaps that layer for an identity with no
-    parameters, so it reads the fixed draws and shares the trained parameters.
+    ``digits_draws_model``: the test flow reads the draws in place of its dequantizer.
     """
-    import dataclasses
+    from benchmarks.harness.jax_runner import digits_draws_model
 
-    from benchmarks.harness.jax_runner import jflows_model
-    from jflows import models as jm
-    from jflows.bijectors import FixedAffine, UniformDequantization
-
-    prep = list(jm.image_preprocessing(C.DIGITS_LEVELS))
-    if not isinstance(prep[0], UniformDequantization):
-        raise SystemExit(f"expected UniformDequantization first in image_preprocessing: {prep}")
-    test_prep = [FixedAffine(scale=1.0, event_ndims=3), *prep[1:]]
-
-    model = jflows_model(
-        task, jflows_flow(preprocessing=prep), eval_flow=jflows_flow(preprocessing=test_prep)
-    )
-    return dataclasses.replace(
-        model,
-        test=lambda state: bits(np.mean([model.test(state, d) for d in task.test])),
-        loss_to=bits,
-    )
+    return digits_draws_model(task, lambda prep, _: jflows_flow(preprocessing=prep), bits)
 
 
 def build_normflows(task: Task):

@@ -224,31 +224,21 @@ def jflows_flow(training: bool = True, preprocessing=None, unroll: int | bool = 
 
 
 def build_jflows(task: Task):
-    """The W4 flow of jflows, tested on the fixed draws ``k + u`` (as W3's Glow)."""
-    import dataclasses
+    """The W4 flow of jflows, tested on the fixed draws ``k + u`` (as W3's Glow).
 
-    from benchmarks.harness.jax_runner import jflows_model
-    from jflows import models as jm
-    from jflows.bijectors import FixedAffine, UniformDequantization
-
-    prep = list(jm.image_preprocessing(C.DIGITS_LEVELS, logit_alpha=ALPHA))
-    if not isinstance(prep[0], UniformDequantization):
-        raise SystemExit(f"expected UniformDequantization first in image_preprocessing: {prep}")
-    test_prep = [FixedAffine(scale=1.0, event_ndims=3), *prep[1:]]
+    The test flow is the evaluation model, ``jflows_flow(training=False)``.
+    """
+    from benchmarks.harness.jax_runner import digits_draws_model
 
     def shared(state, opt):
         return load_into_jflows(state, shared_init(task.seed), opt)
 
-    model = jflows_model(
+    return digits_draws_model(
         task,
-        jflows_flow(preprocessing=prep),
-        eval_flow=jflows_flow(training=False, preprocessing=test_prep),
+        lambda prep, training: jflows_flow(training=training, preprocessing=prep),
+        bits,
         init=shared if task.args.init == "shared" else None,
-    )
-    return dataclasses.replace(
-        model,
-        test=lambda state: bits(np.mean([model.test(state, d) for d in task.test])),
-        loss_to=bits,
+        logit_alpha=ALPHA,
     )
 
 
