@@ -19,7 +19,7 @@ mean an ordinary ``jax.jit``; never a wrong function. The cache is on exactly wh
 compilation cache is (``jax.config.jax_compilation_cache_dir`` set; ``jflows`` and ``fit``
 set it by default) and lives in its ``jflows-traces`` subdirectory;
 ``JFLOWS_TRACE_CACHE=off`` turns it off alone. It keeps to the compilation cache's bound
-(:func:`jflows.training.compile_cache.max_size`): a new entry that takes it past that deletes
+(:func:`jflows.training.cache_bounds.max_size`): a new entry that takes it past that deletes
 the least recently used ones (a hit marks its entry used).
 
 Example:
