@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from jflows.training.cache_bounds import add_missing_access_times
@@ -238,3 +239,43 @@ def test_add_missing_access_times_orders_old_entries_by_their_age(tmp_path):
     assert int.from_bytes((tmp_path / "b-atime").read_bytes(), "little") == 7  # left alone
     assert add_missing_access_times(tmp_path) == 0
     assert add_missing_access_times(tmp_path / "missing") == 0
+
+
+SHARED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, warnings
+    import jax, jax.numpy as jnp
+    from jflows.training.compile_cache import enable_compilation_cache
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        enable_compilation_cache(sys.argv[1])
+        jax.config.update("jax_compilation_cache_max_size", 60_000)  # evicts while both write
+        tag = int(sys.argv[2])
+        values = [float(jax.jit(lambda x, i=i: jnp.sin(x + i) * (tag + 1))(jnp.ones(8)).sum())
+                  for i in range(30)]
+    print(json.dumps({"values": values, "warnings": [str(w.message) for w in caught]}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_processes_share_a_bounded_cache_while_it_evicts(tmp_path):
+    script = tmp_path / "shared_probe.py"
+    script.write_text(SHARED_SCRIPT)
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in (ENV, MAX_SIZE_ENV)}
+    cache = tmp_path / "cache"
+    procs = [subprocess.Popen([sys.executable, str(script), str(cache), str(tag)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=environment) for tag in (0, 1)]
+    outs = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (_, stderr) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, stderr[-2000:]
+    results = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outs]
+    expected = [float(8 * np.sin(1.0 + i)) for i in range(30)]
+    for tag, result in enumerate(results):
+        np.testing.assert_allclose(result["values"], np.multiply(expected, tag + 1), rtol=1e-5)
+        assert result["warnings"] == []
+    entries = sum(path.stat().st_size for path in cache.glob("*-cache"))
+    assert 0 < entries <= 60_000

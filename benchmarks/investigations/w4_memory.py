@@ -1,6 +1,7 @@
 """Where W4's peak RSS goes: the jflows stack's resident memory phase by phase.
 
     python -m benchmarks.investigations.w4_memory [--emitters default auto] [--steps 1000]
+        [--malloc-trim]
 
 For each setting of ``JFLOWS_CPU_FUSION_EMITTERS`` (:mod:`jflows.training.xla_options`), a
 fresh process runs W4's jflows stack exactly as ``benchmarks.workloads.w4_resflow_digits``
@@ -13,11 +14,17 @@ scikit-learn; building and initialising the state (``create_train_state``, its c
 init); loading the shared weights; the first training step (tracing and compiling the step);
 steps 2-100; steps 101-end (glibc keeps freed buffers in per-thread arenas, so RSS creeps up
 by multiples of the step's 18 MB of temporaries while training); scoring the test set.
+
+``--malloc-trim`` (a probe, glibc only): at the end of every phase the child calls
+``malloc_trim(0)``, which returns the allocator's free pages to the system, and a last column
+shows the RSS after it: what is live rather than kept by the allocator. jflows does not do
+this itself (it is a setting of the whole process).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import json
 import os
@@ -37,8 +44,9 @@ PHASES = ("imports", "data, keys, library imports", "init state", "shared weight
 class _Sampler:
     """The current RSS, and the highest since the last mark, sampled by a daemon thread."""
 
-    def __init__(self):
+    def __init__(self, trim: bool = False):
         self.high, self.marks = 0.0, []
+        self.trim = ctypes.CDLL("libc.so.6").malloc_trim if trim else None
         threading.Thread(target=self._run, daemon=True).start()
 
     @staticmethod
@@ -54,12 +62,16 @@ class _Sampler:
     def mark(self, phase: str) -> None:
         now = self.now()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        self.marks.append((phase, now, max(self.high, now), peak))
+        trimmed = None
+        if self.trim is not None:
+            self.trim(0)
+            trimmed = self.now()
+        self.marks.append((phase, now, max(self.high, now), peak, trimmed))
         self.high = 0.0
 
 
-def child(steps: int, out: str) -> None:
-    sampler = _Sampler()
+def child(steps: int, out: str, trim: bool = False) -> None:
+    sampler = _Sampler(trim)
     import jax  # noqa: F401
 
     from benchmarks.harness import common, jax_runner
@@ -111,10 +123,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--emitters", nargs="+", default=["default", "auto"])
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--malloc-trim", action="store_true",
+                        help="probe: malloc_trim(0) after every phase, RSS after it shown")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.steps, args.child)
+        child(args.steps, args.child, args.malloc_trim)
         return
     print(report.machine_header())
     rows = []
@@ -122,7 +136,7 @@ def main() -> None:
         out = os.path.join(tempfile.gettempdir(), f"w4_memory_{os.getpid()}_{setting}.json")
         env = {**os.environ, "JFLOWS_CPU_FUSION_EMITTERS": setting, "JFLOWS_TRACE_CACHE": "off"}
         cmd = [sys.executable, "-m", "benchmarks.investigations.w4_memory", "--steps",
-               str(args.steps), "--child", out]
+               str(args.steps), "--child", out, *(["--malloc-trim"] if args.malloc_trim else [])]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(f"{setting}: child failed\n{proc.stderr[-3000:]}")
@@ -130,10 +144,11 @@ def main() -> None:
             marks = json.load(f)
         for name in (out, out + ".worker"):
             os.remove(name)
-        for phase, now, high, peak in marks:
-            rows.append([setting, phase, f"{now:.0f}", f"{high:.0f}", f"{peak:.0f}"])
-    report.print_table(["emitters", "phase", "RSS at end MB", "highest in phase MB",
-                        "process peak MB"], rows)
+        for phase, now, high, peak, trimmed in marks:
+            row = [setting, phase, f"{now:.0f}", f"{high:.0f}", f"{peak:.0f}"]
+            rows.append(row + ([f"{trimmed:.0f}"] if args.malloc_trim else []))
+    header = ["emitters", "phase", "RSS at end MB", "highest in phase MB", "process peak MB"]
+    report.print_table(header + (["after malloc_trim MB"] if args.malloc_trim else []), rows)
 
 
 if __name__ == "__main__":

@@ -53,9 +53,9 @@ DEFAULT_MAX_SIZE = 2 * 2**30
 """Bytes the cache may hold (2 GiB) when the user has not chosen a bound.
 
 Every model, batch shape and setting a user trains adds its executables (W4, the image
-residual flow of ``benchmarks/``: 2.2 MB with its traces, 1.3 MB of it the training step);
-without a bound, a default-on cache in the user's home directory grows for as long as the
-machine is used.
+residual flow of ``benchmarks/``: 2.2 MB with its traces, 1.3 MB of it the training step;
+``benchmarks/README.md``, "Bounded cache", has the command); without a bound, a default-on
+cache in the user's home directory grows for as long as the machine is used.
 """
 
 
