@@ -19,6 +19,14 @@ by multiples of the step's 18 MB of temporaries while training); scoring the tes
 ``malloc_trim(0)``, which returns the allocator's free pages to the system, and a last column
 shows the RSS after it: what is live rather than kept by the allocator. jflows does not do
 this itself (it is a setting of the whole process).
+
+``--dispatch async sync`` runs each emitter setting once per CPU dispatch mode: ``sync`` sets
+JAX's ``jax_cpu_enable_async_dispatch`` to False before the first computation, so every
+program runs in the calling thread instead of on a worker thread (glibc gives each thread
+that allocates its own arena, and each arena keeps a copy of the step's freed temporaries).
+``--free-init`` (a probe) clears JAX's caches after the shared weights are loaded, which
+frees the compiled init program and its traces, and adds a phase "init freed". The table
+ends with each child's median ms per step, so a memory saving is seen beside its cost.
 """
 
 from __future__ import annotations
@@ -37,8 +45,8 @@ import time
 
 from benchmarks.harness import report
 
-PHASES = ("imports", "data, keys, library imports", "init state", "shared weights", "first step",
-          "steps 2-100", "steps 101-end", "test score")
+PHASES = ("imports", "data, keys, library imports", "init state", "shared weights", "init freed",
+          "first step", "steps 2-100", "steps 101-end", "test score")
 
 
 class _Sampler:
@@ -70,9 +78,15 @@ class _Sampler:
         self.high = 0.0
 
 
-def child(steps: int, out: str, trim: bool = False) -> None:
+def child(steps: int, out: str, trim: bool = False, sync: bool = False,
+          free_init: bool = False) -> None:
     sampler = _Sampler(trim)
-    import jax  # noqa: F401
+    import gc
+
+    import jax
+
+    if sync:  # read when the CPU client is made: before any computation
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
 
     from benchmarks.harness import common, jax_runner
     from benchmarks.harness.workload import main
@@ -97,6 +111,17 @@ def child(steps: int, out: str, trim: bool = False) -> None:
     around(jax_runner, "jflows_model", before="data, keys, library imports")
     around(w4, "shared_init", before="init state")
     around(w4, "load_into_jflows", after="shared weights")
+    if free_init:
+        load = w4.load_into_jflows
+
+        def load_and_free(*args, **kwargs):
+            state = jax.block_until_ready(load(*args, **kwargs))
+            jax.clear_caches()
+            gc.collect()
+            sampler.mark("init freed")
+            return state
+
+        w4.load_into_jflows = load_and_free
     loop = common.train_loop
 
     def train_loop(step, n):
@@ -122,33 +147,49 @@ def child(steps: int, out: str, trim: bool = False) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--emitters", nargs="+", default=["default", "auto"])
+    parser.add_argument("--dispatch", nargs="+", choices=("async", "sync"), default=["async"],
+                        help="JAX's CPU dispatch: async (its default) or sync")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--malloc-trim", action="store_true",
                         help="probe: malloc_trim(0) after every phase, RSS after it shown")
+    parser.add_argument("--free-init", action="store_true",
+                        help="probe: clear JAX's caches once the initial state is built")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--sync", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.steps, args.child, args.malloc_trim)
+        child(args.steps, args.child, args.malloc_trim, args.sync, args.free_init)
         return
     print(report.machine_header())
-    rows = []
+    rows, speeds = [], []
     for setting in args.emitters:
-        out = os.path.join(tempfile.gettempdir(), f"w4_memory_{os.getpid()}_{setting}.json")
-        env = {**os.environ, "JFLOWS_CPU_FUSION_EMITTERS": setting, "JFLOWS_TRACE_CACHE": "off"}
-        cmd = [sys.executable, "-m", "benchmarks.investigations.w4_memory", "--steps",
-               str(args.steps), "--child", out, *(["--malloc-trim"] if args.malloc_trim else [])]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"{setting}: child failed\n{proc.stderr[-3000:]}")
-        with open(out) as f:
-            marks = json.load(f)
-        for name in (out, out + ".worker"):
-            os.remove(name)
-        for phase, now, high, peak, trimmed in marks:
-            row = [setting, phase, f"{now:.0f}", f"{high:.0f}", f"{peak:.0f}"]
-            rows.append(row + ([f"{trimmed:.0f}"] if args.malloc_trim else []))
-    header = ["emitters", "phase", "RSS at end MB", "highest in phase MB", "process peak MB"]
+        for dispatch in args.dispatch:
+            name = f"w4_memory_{os.getpid()}_{setting}_{dispatch}.json"
+            out = os.path.join(tempfile.gettempdir(), name)
+            env = {**os.environ, "JFLOWS_CPU_FUSION_EMITTERS": setting,
+                   "JFLOWS_TRACE_CACHE": "off"}
+            flags = [flag for flag, on in (("--malloc-trim", args.malloc_trim),
+                                           ("--free-init", args.free_init),
+                                           ("--sync", dispatch == "sync")) if on]
+            cmd = [sys.executable, "-m", "benchmarks.investigations.w4_memory", "--steps",
+                   str(args.steps), "--child", out, *flags]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if proc.returncode:
+                raise SystemExit(f"{setting}, {dispatch}: child failed\n{proc.stderr[-3000:]}")
+            with open(out) as f:
+                marks = json.load(f)
+            with open(out + ".worker") as f:
+                speeds.append([setting, dispatch, f"{json.load(f)['median_ms']:.1f}"])
+            for path in (out, out + ".worker"):
+                os.remove(path)
+            for phase, now, high, peak, trimmed in marks:
+                row = [setting, dispatch, phase, f"{now:.0f}", f"{high:.0f}", f"{peak:.0f}"]
+                rows.append(row + ([f"{trimmed:.0f}"] if args.malloc_trim else []))
+    header = ["emitters", "dispatch", "phase", "RSS at end MB", "highest in phase MB",
+              "process peak MB"]
     report.print_table(header + (["after malloc_trim MB"] if args.malloc_trim else []), rows)
+    print()
+    report.print_table(["emitters", "dispatch", "ms/step (median)"], speeds)
 
 
 if __name__ == "__main__":
