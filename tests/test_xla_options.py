@@ -1,4 +1,4 @@
-"""XLA:CPU fusion emitters: classic for programs with convolutions, XLA's default otherwise."""
+"""XLA:CPU options: classic emitters at LLVM level 2 for programs with convolutions, else XLA's."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pytest
 from jflows import models
 from jflows.errors import ConfigError
 from jflows.training import create_train_state, make_train_step, trace_cache, xla_options
-from jflows.training.xla_options import OPTION, compiler_options, has_convolution
+from jflows.training.xla_options import OPT_LEVEL, OPTION, compiler_options, has_convolution
+
+CONV = {OPTION: False, OPT_LEVEL: 2}
 
 
 def _conv(x, k):
@@ -21,11 +23,12 @@ def _conv(x, k):
 
 def test_options_by_platform_convolution_and_environment(monkeypatch):
     monkeypatch.delenv(xla_options.ENV, raising=False)
-    assert compiler_options("cpu", convolution=True) == {OPTION: False}
+    assert compiler_options("cpu", convolution=True) == CONV
     assert compiler_options("cpu", convolution=False) == {}
     assert compiler_options("gpu", convolution=True) == {}
     monkeypatch.setenv(xla_options.ENV, "classic")
     assert compiler_options("cpu", convolution=False) == {OPTION: False}
+    assert compiler_options("cpu", convolution=True) == CONV
     monkeypatch.setenv(xla_options.ENV, "Default")
     assert compiler_options("cpu", convolution=True) == {}
     monkeypatch.setenv(xla_options.ENV, "mlir")
@@ -83,11 +86,11 @@ def test_train_steps_choose_by_their_program(cache, tmp_path, monkeypatch):
     dense = models.realnvp((2,), n_couplings=2, hidden=(4,))
     conv_x = rng.normal(size=(8, 4, 4, 1)).astype(np.float32)
     dense_x = rng.normal(size=(8, 2)).astype(np.float32)
-    assert _step_options(image, conv_x) == {OPTION: False}
+    assert _step_options(image, conv_x) == CONV
     assert _step_options(dense, dense_x) == {}
     if cache:  # a restart loads the choice with the stored trace
         jax.clear_caches()
-        assert _step_options(image, conv_x) == {OPTION: False}
+        assert _step_options(image, conv_x) == CONV
         assert trace_cache.stats["hits"] >= 2
 
 
@@ -109,4 +112,4 @@ def test_calls_nested_in_another_trace_compile_with_it(cache, emitters, tmp_path
     loss = jax.jit(lambda s, b: step(s, b, jax.random.key(1))[1]["loss"])(state, x)
     assert np.isfinite(float(loss))
     assert step(state, x, jax.random.key(1))[1]["loss"] == pytest.approx(float(loss), rel=1e-4)
-    assert step.compiler_options == {OPTION: False}
+    assert step.compiler_options == CONV

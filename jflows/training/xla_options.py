@@ -1,4 +1,4 @@
-"""Which XLA:CPU fusion emitters compile jflows' training programs.
+"""Which XLA:CPU options compile jflows' training programs: fusion emitters, LLVM effort.
 
 XLA:CPU (jaxlib 0.10) emits the fused elementwise kernels of a program with its MLIR fusion
 emitters by default. Compiling a large program with them takes far more memory than with its
@@ -12,12 +12,21 @@ clearly slower (W1's 2-D Residual Flow: 29.1 vs 33.0 ms per step), so jflows com
 program (model init, training and evaluation steps, the Lipschitz refresh) with the classic
 emitters when it runs on CPU and contains a convolution, and with XLA's default otherwise.
 
+The same programs are also compiled at LLVM optimisation level 2
+(``xla_backend_optimization_level``) instead of XLA's 3: the convolutions run in library
+kernels whatever the level, and level 3 spends twice the compile time on the code around
+them for no faster step (W4: first step 18.5 -> 10.2 s, 22.5 ms per step both, 23 MB less
+peak RSS; W3: setup and first step 12.8 -> 7.4 s, 7.6-9.4 vs 7.9-8.8 ms per step;
+``benchmarks/README.md``, "LLVM optimisation level"). Dense flows keep level 3: there it
+saves no compile time.
+
 ``JFLOWS_CPU_FUSION_EMITTERS`` overrides the choice for every such program: ``auto`` (the
-default), ``default`` (XLA's default emitters) or ``classic``. Other backends get no option.
+default), ``default`` (XLA's defaults: neither option) or ``classic`` (classic emitters for
+every program, level 2 for those with convolutions). Other backends get no option.
 
 Example:
     >>> compiler_options("cpu", convolution=True)  # with the variable unset
-    {'xla_cpu_use_fusion_emitters': False}
+    {'xla_cpu_use_fusion_emitters': False, 'xla_backend_optimization_level': 2}
     >>> compiler_options("gpu", convolution=True)
     {}
 """
@@ -36,6 +45,8 @@ from jflows.errors import ConfigError
 ENV = "JFLOWS_CPU_FUSION_EMITTERS"
 CHOICES = ("auto", "default", "classic")
 OPTION = "xla_cpu_use_fusion_emitters"
+OPT_LEVEL = "xla_backend_optimization_level"
+CONVOLUTION_OPT_LEVEL = 2
 CONVOLUTION = "conv_general_dilated"
 
 
@@ -58,13 +69,20 @@ def compiler_options(platform: str, convolution: bool) -> dict[str, Any]:
         convolution: whether the program contains a convolution.
 
     Returns:
-        ``{"xla_cpu_use_fusion_emitters": False}`` for the classic emitters, else ``{}``.
+        ``{"xla_cpu_use_fusion_emitters": False}`` for the classic emitters, with
+        ``"xla_backend_optimization_level": 2`` for a program with convolutions; ``{}`` for
+        XLA's defaults.
     """
     if platform != "cpu":
         return {}
     choice = emitter_choice()
-    classic = choice == "classic" or (choice == "auto" and convolution)
-    return {OPTION: False} if classic else {}
+    if choice == "default":
+        return {}
+    classic = choice == "classic" or convolution
+    options: dict[str, Any] = {OPTION: False} if classic else {}
+    if convolution:
+        options[OPT_LEVEL] = CONVOLUTION_OPT_LEVEL
+    return options
 
 
 def has_convolution(jaxpr) -> bool:
