@@ -1,7 +1,8 @@
 """Where W4's peak RSS goes: the jflows stack's resident memory phase by phase.
 
     python -m benchmarks.investigations.w4_memory [--emitters default auto] [--steps 1000]
-        [--malloc-trim]
+        [--dispatch async sync] [--malloc-trim] [--trim-every N] [--free-init]
+        [--conv-opt-level L]
 
 For each setting of ``JFLOWS_CPU_FUSION_EMITTERS`` (:mod:`jflows.training.xla_options`), a
 fresh process runs W4's jflows stack exactly as ``benchmarks.workloads.w4_resflow_digits``
@@ -18,7 +19,9 @@ by multiples of the step's 18 MB of temporaries while training); scoring the tes
 ``--malloc-trim`` (a probe, glibc only): at the end of every phase the child calls
 ``malloc_trim(0)``, which returns the allocator's free pages to the system, and a last column
 shows the RSS after it: what is live rather than kept by the allocator. jflows does not do
-this itself (it is a setting of the whole process).
+this itself (it is a setting of the whole process). ``--trim-every N`` (a probe, with or
+without ``--malloc-trim``) also calls it after every N-th training step, which bounds the creep
+of the per-thread arenas while training.
 
 ``--dispatch async sync`` runs each emitter setting once per CPU dispatch mode: ``sync`` sets
 JAX's ``jax_cpu_enable_async_dispatch`` to False before the first computation, so every
@@ -27,7 +30,9 @@ that allocates its own arena, and each arena keeps a copy of the step's freed te
 ``--free-init`` (a probe) clears JAX's caches after the shared weights are loaded, which
 frees the compiled init program and its traces, and adds a phase "init freed". The table
 ends with each child's median ms per step and first step (its compilation), so a memory
-saving is seen beside its cost.
+saving is seen beside its cost. ``--conv-opt-level L ...`` (a probe, one run per level)
+compiles the programs with convolutions at LLVM level ``L`` instead of jflows' 2
+(``jflows.training.xla_options.CONVOLUTION_OPT_LEVEL``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
+import itertools
 import json
 import os
 import resource
@@ -80,8 +86,10 @@ class _Sampler:
 
 
 def child(steps: int, out: str, trim: bool = False, sync: bool = False,
-          free_init: bool = False) -> None:
+          free_init: bool = False, trim_every: int = 0, conv_opt_level: int | None = None
+          ) -> None:
     sampler = _Sampler(trim)
+    trim_now = ctypes.CDLL("libc.so.6").malloc_trim if trim_every else None
     import gc
 
     import jax
@@ -93,6 +101,10 @@ def child(steps: int, out: str, trim: bool = False, sync: bool = False,
     from benchmarks.harness.workload import main
     from benchmarks.workloads import w4_resflow_digits as w4
 
+    if conv_opt_level is not None:  # read by compiler_options at each compilation
+        from jflows.training import xla_options
+
+        xla_options.CONVOLUTION_OPT_LEVEL = conv_opt_level
     sampler.mark("imports")
 
     def around(module, name, before=None, after=None):
@@ -128,6 +140,8 @@ def child(steps: int, out: str, trim: bool = False, sync: bool = False,
     def train_loop(step, n):
         def marked(i):
             value = step(i)
+            if trim_now is not None and (i + 1) % trim_every == 0:
+                trim_now(0)
             if i in (0, 99):
                 sampler.mark("first step" if i == 0 else "steps 2-100")
             return value
@@ -155,39 +169,51 @@ def main() -> None:
                         help="probe: malloc_trim(0) after every phase, RSS after it shown")
     parser.add_argument("--free-init", action="store_true",
                         help="probe: clear JAX's caches once the initial state is built")
+    parser.add_argument("--trim-every", type=int, default=0, metavar="N",
+                        help="probe: malloc_trim(0) after every N-th training step")
+    parser.add_argument("--conv-opt-level", type=int, nargs="+", choices=(0, 1, 2, 3),
+                        help="probe: LLVM levels of the programs with convolutions, one run "
+                        "each (jflows: 2)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--sync", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.steps, args.child, args.malloc_trim, args.sync, args.free_init)
+        level = args.conv_opt_level[0] if args.conv_opt_level else None
+        child(args.steps, args.child, args.malloc_trim, args.sync, args.free_init,
+              args.trim_every, level)
         return
     print(report.machine_header())
     rows, speeds = [], []
-    for setting in args.emitters:
-        for dispatch in args.dispatch:
-            name = f"w4_memory_{os.getpid()}_{setting}_{dispatch}.json"
-            out = os.path.join(tempfile.gettempdir(), name)
-            env = {**os.environ, "JFLOWS_CPU_FUSION_EMITTERS": setting,
-                   "JFLOWS_TRACE_CACHE": "off"}
-            flags = [flag for flag, on in (("--malloc-trim", args.malloc_trim),
-                                           ("--free-init", args.free_init),
-                                           ("--sync", dispatch == "sync")) if on]
-            cmd = [sys.executable, "-m", "benchmarks.investigations.w4_memory", "--steps",
-                   str(args.steps), "--child", out, *flags]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if proc.returncode:
-                raise SystemExit(f"{setting}, {dispatch}: child failed\n{proc.stderr[-3000:]}")
-            with open(out) as f:
-                marks = json.load(f)
-            with open(out + ".worker") as f:
-                result = json.load(f)
-            speeds.append([setting, dispatch, f"{result['median_ms']:.1f}",
-                           f"{result['first_ms'] / 1e3:.2f}"])
-            for path in (out, out + ".worker"):
-                os.remove(path)
-            for phase, now, high, peak, trimmed in marks:
-                row = [setting, dispatch, phase, f"{now:.0f}", f"{high:.0f}", f"{peak:.0f}"]
-                rows.append(row + ([f"{trimmed:.0f}"] if args.malloc_trim else []))
+    for emitters, dispatch, level in itertools.product(
+            args.emitters, args.dispatch, args.conv_opt_level or [None]):
+        setting = emitters if level is None else f"{emitters}, LLVM {level}"
+        name = f"w4_memory_{os.getpid()}_{emitters}_{dispatch}_{level}.json"
+        out = os.path.join(tempfile.gettempdir(), name)
+        env = {**os.environ, "JFLOWS_CPU_FUSION_EMITTERS": emitters,
+               "JFLOWS_TRACE_CACHE": "off"}
+        flags = [flag for flag, on in (("--malloc-trim", args.malloc_trim),
+                                       ("--free-init", args.free_init),
+                                       ("--sync", dispatch == "sync")) if on]
+        if args.trim_every:
+            flags += ["--trim-every", str(args.trim_every)]
+        if level is not None:
+            flags += ["--conv-opt-level", str(level)]
+        cmd = [sys.executable, "-m", "benchmarks.investigations.w4_memory", "--steps",
+               str(args.steps), "--child", out, *flags]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"{setting}, {dispatch}: child failed\n{proc.stderr[-3000:]}")
+        with open(out) as f:
+            marks = json.load(f)
+        with open(out + ".worker") as f:
+            result = json.load(f)
+        speeds.append([setting, dispatch, f"{result['median_ms']:.1f}",
+                       f"{result['first_ms'] / 1e3:.2f}"])
+        for path in (out, out + ".worker"):
+            os.remove(path)
+        for phase, now, high, peak, trimmed in marks:
+            row = [setting, dispatch, phase, f"{now:.0f}", f"{high:.0f}", f"{peak:.0f}"]
+            rows.append(row + ([f"{trimmed:.0f}"] if args.malloc_trim else []))
     header = ["emitters", "dispatch", "phase", "RSS at end MB", "highest in phase MB",
               "process peak MB"]
     report.print_table(header + (["after malloc_trim MB"] if args.malloc_trim else []), rows)
