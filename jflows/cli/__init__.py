@@ -20,13 +20,15 @@ from __future__ import annotations
 import logging
 import sys
 
+import jax
 from tqdm import tqdm
 
 from jflows.cli.arguments import DEFAULTS, build_parser, parse_options
 from jflows.cli.commands import cmd_eval, cmd_models, cmd_plot, cmd_sample, cmd_train
-from jflows.errors import JflowsError, TrainingDivergedError
+from jflows.errors import ConfigError, JflowsError, TrainingDivergedError
 from jflows.training.compile_cache import enable_compilation_cache
 
+ASYNC_DISPATCH = "jax_cpu_enable_async_dispatch"
 DIVERGED_EXIT = 3
 """Exit code of a ``jflows train`` whose run diverged (non-finite figures or mostly skipped
 steps); its files are written, with ``"diverged": true`` in ``metrics.json``."""
@@ -67,6 +69,27 @@ def _log_to_stderr() -> None:
     logger.propagate = False
 
 
+def _use_sync_cpu_dispatch() -> None:
+    """Makes JAX run programs on CPU in the calling thread (``--cpu-dispatch sync``).
+
+    JAX reads ``jax_cpu_enable_async_dispatch`` once, when it makes its CPU client, so this
+    must come before the process's first computation; later it would change nothing.
+
+    Raises:
+        ConfigError: JAX already made its clients in this process and runs asynchronously.
+    """
+    from jax._src import xla_bridge  # no public JAX function says whether it made its clients
+
+    if jax.config.read(ASYNC_DISPATCH) and xla_bridge.backends_are_initialized():
+        raise ConfigError(
+            "--cpu-dispatch sync must be chosen before the process's first JAX computation, "
+            "and this process (which called jflows.cli.main) has already run JAX; run the "
+            "jflows command in a fresh process, or call jax.config.update("
+            f"{ASYNC_DISPATCH!r}, False) before any computation"
+        )
+    jax.config.update(ASYNC_DISPATCH, False)
+
+
 COMMANDS = {
     "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "plot": cmd_plot,
     "models": cmd_models,
@@ -83,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "no_compile_cache"):  # train, eval, sample
         enable_compilation_cache(args.compile_cache, enabled=not args.no_compile_cache)
     try:
+        if getattr(args, "cpu_dispatch", None) == "sync":
+            _use_sync_cpu_dispatch()
         return COMMANDS[args.command](args)
     except TrainingDivergedError as err:
         print(f"jflows {args.command}: error: {err}", file=sys.stderr)

@@ -25,7 +25,7 @@ from jflows.cli.argument_types import (  # noqa: F401 - importable from here too
 )
 from jflows.cli.train_arguments import (  # noqa: F401
     EXIT_CODES,
-    add_cache_arguments,
+    add_runtime_arguments,
     add_train_parser,
 )
 from jflows.errors import ConfigError
@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the run's own labels file for its data, else DATA_labels.npy beside it)",
     )
     _add_eval_options(evaluate)
-    add_cache_arguments(evaluate)
+    add_runtime_arguments(evaluate)
     sample = sub.add_parser("sample", help="draw samples from a trained run")
     sample.add_argument("--run", required=True, help="run directory")
     sample.add_argument(
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale of the base's std, >= 0 (0: the mode; default: the run's)",
     )
     _add_eval_options(sample)
-    add_cache_arguments(sample)
+    add_runtime_arguments(sample)
     models = sub.add_parser("models", help="list the models, or one model's options")
     models.add_argument(
         "name", nargs="?", help="a model name: list its --opt options, types and defaults"

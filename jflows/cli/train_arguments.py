@@ -23,8 +23,12 @@ from jflows.training import defaults as _defaults
 from jflows.training.defaults import DEFAULTS, MODEL_DEFAULTS
 
 
-def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--compile-cache DIR`` and ``--no-compile-cache`` (JAX's persistent compilation cache)."""
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--compile-cache DIR``, ``--no-compile-cache`` and ``--cpu-dispatch async|sync``.
+
+    The first two choose JAX's persistent compilation cache; the last how JAX runs programs on
+    CPU (``jax_cpu_enable_async_dispatch``, which the CLI sets before its first computation).
+    """
     parser.add_argument(
         "--compile-cache", metavar="DIR",
         help="directory of the persistent compilation cache (and of the traced steps), so that "
@@ -35,6 +39,13 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-compile-cache", action="store_true",
         help="do not read or write the compilation cache or the traced steps (also "
         "JFLOWS_COMPILATION_CACHE=off)",
+    )
+    parser.add_argument(
+        "--cpu-dispatch", choices=("async", "sync"),
+        help="how JAX runs each step on CPU: async (JAX's default: on a worker thread, while "
+        "Python goes on) or sync (in the calling thread; an image flow's resident memory then "
+        "stops creeping up while it trains, W4: 618 vs 708 MB peak at the same speed, but "
+        "small dense flows lose about 12%% per step)",
     )
 
 
@@ -114,7 +125,7 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
     )
     _add_optimizer_arguments(train)
     train.epilog = "\n\n".join(p for p in (_catalogue(), train.epilog) if p)
-    add_cache_arguments(train)
+    add_runtime_arguments(train)
     return train
 
 
