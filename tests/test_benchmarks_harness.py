@@ -28,6 +28,29 @@ def test_workload_runs_a_few_steps(workload, stacks):
     assert "jflows" in done.stdout and "ms/step" in done.stdout
 
 
+def test_harness_bits_per_dim_is_jflows(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.harness import common
+    from jflows.data import bits_per_dim
+
+    for nll, dims in ((0.0, 64), (181.3, 64), (-12.5, 2), (1e4, 3072)):
+        assert common.bits_per_dim(nll, dims) == pytest.approx(float(bits_per_dim(nll, dims)),
+                                                               rel=1e-15)
+
+
+@pytest.mark.slow
+def test_torch_stacks_import_no_jax():
+    """A PyTorch stack's peak RSS is its own: its process imports neither JAX nor jflows."""
+    pytest.importorskip("normflows")
+    for workload in ("w3_glow_digits", "w4_resflow_digits"):
+        cmd = [sys.executable, "-m", f"benchmarks.workloads.{workload}", "--steps", "6",
+               "--stacks", "normflows", "--torch-threads", "1"]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        assert "normflows: ok" in done.stdout, done.stdout
+        assert "also imported" not in done.stdout, done.stdout
+
+
 @pytest.mark.slow
 def test_w5_log_prob_runs_on_a_few_points():
     """W5 (a throughput script, not a Workload): every model, jflows and one JAX peer."""

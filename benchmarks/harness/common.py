@@ -98,6 +98,15 @@ def dequant_draws(levels_u8: np.ndarray, n: int = TEST_DRAWS) -> np.ndarray:
     return np.minimum(k + u, np.nextafter(k + 1.0, 0.0)).astype(np.float32)
 
 
+def bits_per_dim(nll_nats: float, dims: int = DIGITS_DIMS) -> float:
+    """``jflows.data.bits_per_dim`` (``nll / (D ln 2)``) without importing jflows or JAX.
+
+    The PyTorch stacks score with it, so that their processes hold neither library and their
+    peak RSS is their own; ``tests/test_benchmarks_harness.py`` checks it against jflows'.
+    """
+    return float(nll_nats) / (dims * math.log(2.0))
+
+
 def nll_in_levels(nll_unit: float, dims: int = DIGITS_DIMS, levels: int = DIGITS_LEVELS) -> float:
     """NLL of ``x = k + u`` (level units) from that of ``y = x / levels`` (a peer's units).
 

@@ -23,9 +23,7 @@ LEVELS, STEPS_PER_LEVEL, HIDDEN = 2, 4, 64
 
 def bits(nll_levels: float) -> float:
     """Bits/dim of a digits NLL in level units (nats per image)."""
-    from jflows.data import bits_per_dim
-
-    return float(bits_per_dim(nll_levels, C.DIGITS_DIMS))
+    return C.bits_per_dim(nll_levels, C.DIGITS_DIMS)
 
 
 def pools(data: str) -> tuple[np.ndarray, np.ndarray]:
