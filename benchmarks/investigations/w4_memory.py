@@ -5,16 +5,17 @@
         [--conv-opt-level L]
 
 For each setting of ``JFLOWS_CPU_FUSION_EMITTERS`` (:mod:`jflows.training.xla_options`), a
-fresh process runs W4's jflows stack exactly as ``benchmarks.workloads.w4_resflow_digits``
-does (its worker, seed 0, shared initial weights) while a thread samples the resident set size
-every 2 ms. Printed per phase: the RSS at its end and the highest RSS seen during it; the last
-column is the process's peak (``ru_maxrss``, what the workload's "peak RSS" column shows).
-Phases: imports of JAX and the harness; the data pools, the step keys (the first JAX
-computations of the process, which start XLA's compiler) and the imports of jflows and
-scikit-learn; building and initialising the state (``create_train_state``, its compiled
-init); loading the shared weights; the first training step (tracing and compiling the step);
-steps 2-100; steps 101-end (glibc keeps freed buffers in per-thread arenas, so RSS creeps up
-by multiples of the step's 18 MB of temporaries while training); scoring the test set.
+fresh process runs W4's jflows stack exactly as ``benchmarks.workloads.w4_resflow_digits`` does
+(its worker, seed 0, shared initial weights) while a thread samples the resident set size every
+2 ms. Printed per phase: the RSS at its end and the highest RSS seen during it; the last column
+is the process's peak (``ru_maxrss``, what the workload's "peak RSS" column shows). Phases:
+imports of JAX and the harness; loading the data pools (built by the parent, as the workload's
+parent does), the step keys (the first JAX computations of the process, which start XLA's
+compiler) and the import of jflows; building and initialising the state
+(``create_train_state``, its compiled init); loading the shared weights; the first training
+step (tracing and compiling the step); steps 2-100; steps 101-end (glibc keeps freed buffers in
+per-thread arenas, so RSS creeps up by multiples of the step's 18 MB of temporaries while
+training); scoring the test set.
 
 ``--malloc-trim`` (a probe, glibc only): at the end of every phase the child calls
 ``malloc_trim(0)``, which returns the allocator's free pages to the system, and a last column
@@ -49,6 +50,8 @@ import sys
 import tempfile
 import threading
 import time
+
+import numpy as np
 
 from benchmarks.harness import report
 
@@ -86,8 +89,8 @@ class _Sampler:
 
 
 def child(steps: int, out: str, trim: bool = False, sync: bool = False,
-          free_init: bool = False, trim_every: int = 0, conv_opt_level: int | None = None
-          ) -> None:
+          free_init: bool = False, trim_every: int = 0, conv_opt_level: int | None = None,
+          pools: str | None = None) -> None:
     sampler = _Sampler(trim)
     trim_now = ctypes.CDLL("libc.so.6").malloc_trim if trim_every else None
     import gc
@@ -153,6 +156,7 @@ def child(steps: int, out: str, trim: bool = False, sync: bool = False,
     common.train_loop = train_loop
     sys.argv = ["w4", "--stacks", "jflows", "--seed", "0", "--steps", str(steps),
                 "--worker", "jflows", "--data", "digits", "--result", out + ".worker"]
+    sys.argv += ["--pools", pools] if pools else []
     main(w4.WORKLOAD)
     sampler.mark("test score")
     with open(out, "w") as f:
@@ -176,13 +180,19 @@ def main() -> None:
                         "each (jflows: 2)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--sync", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pools", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         level = args.conv_opt_level[0] if args.conv_opt_level else None
         child(args.steps, args.child, args.malloc_trim, args.sync, args.free_init,
-              args.trim_every, level)
+              args.trim_every, level, args.pools)
         return
     print(report.machine_header())
+    from benchmarks.workloads import w4_resflow_digits as w4
+
+    pools_dir = tempfile.TemporaryDirectory()
+    pools = os.path.join(pools_dir.name, "pools.npz")
+    np.savez(pools, **dict(zip(("train", "test"), w4.WORKLOAD.pools("digits"), strict=True)))
     rows, speeds = [], []
     for emitters, dispatch, level in itertools.product(
             args.emitters, args.dispatch, args.conv_opt_level or [None]):
@@ -199,7 +209,7 @@ def main() -> None:
         if level is not None:
             flags += ["--conv-opt-level", str(level)]
         cmd = [sys.executable, "-m", "benchmarks.investigations.w4_memory", "--steps",
-               str(args.steps), "--child", out, *flags]
+               str(args.steps), "--child", out, "--pools", pools, *flags]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(f"{setting}, {dispatch}: child failed\n{proc.stderr[-3000:]}")

@@ -27,7 +27,6 @@ import warnings
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
 
 from jflows.errors import CheckpointError
 from jflows.training.state import TrainState
@@ -70,6 +69,17 @@ def _short(err: BaseException, limit: int = 160) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+def _orbax():
+    """``orbax.checkpoint``, imported when a checkpointer first needs it.
+
+    Importing it (with TensorStore) costs about 25 MB of resident memory, which code that
+    imports ``jflows.training`` but never checkpoints (a benchmark, a notebook) does not pay.
+    """
+    import orbax.checkpoint as ocp
+
+    return ocp
+
+
 class Checkpointer:
     """Saves and restores ``(state, meta)`` pairs under ``directory``, keeping the last few.
 
@@ -95,6 +105,7 @@ class Checkpointer:
     ):
         self.directory = os.path.abspath(os.fspath(directory))
         self.read_only = read_only
+        ocp = _orbax()
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None if read_only else max_to_keep,
             enable_async_checkpointing=False,
@@ -126,6 +137,7 @@ class Checkpointer:
             raise CheckpointError(f"{self.directory!r} was opened read-only; it cannot be saved to")
         if self._manager.latest_step() == step:
             return
+        ocp = _orbax()
         items = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta)))
         if best is not None:
             items[BEST] = ocp.args.StandardSave(best)
@@ -224,6 +236,7 @@ class Checkpointer:
         )
 
     def _restore_items(self, target, step: int, names) -> dict[str, Any]:
+        ocp = _orbax()
         local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
         def with_sharding(leaf):  # restore onto this process's device unless told otherwise
