@@ -2,13 +2,14 @@
 
 Every stack of a workload runs in its own child process (``--worker STACK``), so its peak RSS
 (``ru_maxrss``) is its own and torch and JAX never share a process; the parent prints the
-machine/version header and one table per data set. The parent builds the data pools once per
-data set and hands them to the children in a ``.npz`` file, so that a child imports only its
-own library (building digits' pools imports jflows, JAX and scikit-learn, about 230 MB that a
-PyTorch stack's peak RSS would otherwise include); a child that imported the other library
-anyway is named under the table. The child builds the batch index table and hands both to the
-runner of the stack's kind (``jax_runner`` or ``torch_runner``), which times the steps and
-scores the test set.
+machine/version header and one table per data set. A short-lived child builds the data pools
+once per data set and hands them to the stacks' children in a ``.npz`` file, so that a stack's
+process imports only its own library (building digits' pools imports jflows, JAX and scikit-
+learn, about 230 MB that a PyTorch stack's peak RSS would otherwise include); a stack that
+imported the other library anyway is named under the table. The parent itself stays small,
+since a child's peak RSS starts from its parent's. The child builds the batch index table and
+hands both to the runner of the stack's kind (``jax_runner`` or ``torch_runner``), which times
+the steps and scores the test set.
 
 torch keeps its default thread count unless ``--torch-threads`` is given; on a 2-core machine
 that other processes keep busy, torch's 2 OpenMP threads can be 10-100x slower per step.
@@ -116,6 +117,7 @@ def parser(workload: Workload) -> argparse.ArgumentParser:
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
     p.add_argument("--pools", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--make-pools", default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -150,6 +152,26 @@ def missing_peer(err: ModuleNotFoundError) -> dict:
     if (err.name or "").split(".")[0] not in PEERS:
         raise err
     return dict(status="missing", error=str(err))
+
+
+def save_pools(workload: Workload, data: str, path: str) -> None:
+    """Writes ``workload.pools(data)`` to the ``.npz`` file ``path`` (keys train, test)."""
+    np.savez(path, **dict(zip(("train", "test"), workload.pools(data), strict=True)))
+
+
+def make_pools(data: str, directory: str, command: list[str] | None = None) -> str:
+    """The path of a ``.npz`` of the pools of ``data``, written by a child process.
+
+    Not by this process: a child's peak RSS (``ru_maxrss``) starts from the RSS of the process
+    that started it (Linux carries it over the ``exec``), and building digits' pools imports
+    jflows, JAX and scikit-learn (about 280 MB), which every stack would then show as its floor.
+    """
+    path = os.path.join(directory, f"pools_{data}.npz")
+    cmd = [*(command or _command()), "--make-pools", path, "--data", data]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise SystemExit(f"building the pools of {data!r} failed:\n{proc.stderr[-3000:]}")
+    return path
 
 
 def _command() -> list[str]:
@@ -198,6 +220,9 @@ def run_stacks(args: argparse.Namespace, data: str, pools: str | None = None) ->
 def main(workload: Workload) -> None:
     """The workload's command: header, then per data set one table and the goal lines."""
     args = parser(workload).parse_args()
+    if args.make_pools:
+        save_pools(workload, args.data[0], args.make_pools)
+        return
     if args.worker:
         worker(workload, args)
         return
@@ -207,8 +232,7 @@ def main(workload: Workload) -> None:
     for data in args.data:
         per_seed = []
         pools_dir = tempfile.TemporaryDirectory()
-        pools = os.path.join(pools_dir.name, "pools.npz")
-        np.savez(pools, **dict(zip(("train", "test"), workload.pools(data), strict=True)))
+        pools = make_pools(data, pools_dir.name)
         for seed in seeds:
             args.seed = seed
             print(workload.title(args))

@@ -9,9 +9,9 @@ fresh process runs W4's jflows stack exactly as ``benchmarks.workloads.w4_resflo
 (its worker, seed 0, shared initial weights) while a thread samples the resident set size every
 2 ms. Printed per phase: the RSS at its end and the highest RSS seen during it; the last column
 is the process's peak (``ru_maxrss``, what the workload's "peak RSS" column shows). Phases:
-imports of JAX and the harness; loading the data pools (built by the parent, as the workload's
-parent does), the step keys (the first JAX computations of the process, which start XLA's
-compiler) and the import of jflows; building and initialising the state
+imports of JAX and the harness; loading the data pools (built by a short-lived process, as the
+workload's parent has them built), the step keys (the first JAX computations of the process,
+which start XLA's compiler) and the import of jflows; building and initialising the state
 (``create_train_state``, its compiled init); loading the shared weights; the first training
 step (tracing and compiling the step); steps 2-100; steps 101-end (glibc keeps freed buffers in
 per-thread arenas, so RSS creeps up by multiples of the step's 18 MB of temporaries while
@@ -51,9 +51,8 @@ import tempfile
 import threading
 import time
 
-import numpy as np
-
 from benchmarks.harness import report
+from benchmarks.harness.workload import make_pools
 
 PHASES = ("imports", "data, keys, library imports", "init state", "shared weights", "init freed",
           "first step", "steps 2-100", "steps 101-end", "test score")
@@ -188,11 +187,9 @@ def main() -> None:
               args.trim_every, level, args.pools)
         return
     print(report.machine_header())
-    from benchmarks.workloads import w4_resflow_digits as w4
-
-    pools_dir = tempfile.TemporaryDirectory()
-    pools = os.path.join(pools_dir.name, "pools.npz")
-    np.savez(pools, **dict(zip(("train", "test"), w4.WORKLOAD.pools("digits"), strict=True)))
+    pools_dir = tempfile.TemporaryDirectory()  # built by a child: this process stays small
+    pools = make_pools("digits", pools_dir.name,
+                       [sys.executable, "-m", "benchmarks.workloads.w4_resflow_digits"])
     rows, speeds = [], []
     for emitters, dispatch, level in itertools.product(
             args.emitters, args.dispatch, args.conv_opt_level or [None]):
