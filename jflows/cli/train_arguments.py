@@ -44,7 +44,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         "--cpu-dispatch", choices=("async", "sync"),
         help="how JAX runs each step on CPU: async (JAX's default: on a worker thread, while "
         "Python goes on) or sync (in the calling thread; an image flow's resident memory then "
-        "stops creeping up while it trains, W4: 618 vs 708 MB peak at the same speed, but "
+        "stops creeping up while it trains, W4: 513 vs 587 MB peak at the same speed, but "
         "small dense flows lose about 12%% per step)",
     )
 
