@@ -78,9 +78,13 @@ def _use_sync_cpu_dispatch() -> None:
     Raises:
         ConfigError: JAX already made its clients in this process and runs asynchronously.
     """
-    from jax._src import xla_bridge  # no public JAX function says whether it made its clients
+    try:  # no public JAX function says whether it made its clients
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:  # a later JAX: the console script is a fresh process anyway
+        def backends_are_initialized() -> bool:
+            return False
 
-    if jax.config.read(ASYNC_DISPATCH) and xla_bridge.backends_are_initialized():
+    if jax.config.read(ASYNC_DISPATCH) and backends_are_initialized():
         raise ConfigError(
             "--cpu-dispatch sync must be chosen before the process's first JAX computation, "
             "and this process (which called jflows.cli.main) has already run JAX; run the "
