@@ -4,6 +4,7 @@ broken cache never breaks a run.
 Each check runs in a fresh process: the cache is process-wide JAX configuration.
 """
 
+import importlib
 import json
 import os
 import subprocess
@@ -116,6 +117,40 @@ def test_cli_flags_choose_the_cache(tmp_path):
                          capture_output=True, text=True, env=environment, timeout=300)
     assert off.returncode == 0, off.stderr[-2000:]
     assert not (tmp_path / "unused").exists()
+    # nor the default directory (fit once turned it on behind --no-compile-cache)
+    default_off = subprocess.run(
+        [*base, "--out", str(tmp_path / "c"), "--no-compile-cache"], capture_output=True,
+        text=True, env={**environment, "XDG_CACHE_HOME": str(tmp_path / "xdg")}, timeout=300)
+    assert default_off.returncode == 0, default_off.stderr[-2000:]
+    assert not (tmp_path / "xdg" / "jflows").exists()  # matplotlib may keep its own there
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [(["--no-compile-cache"], False), (["--compile-cache", "DIR"], "DIR"), ([], None)],
+)
+def test_cli_passes_its_cache_choice_to_fit(tmp_path, monkeypatch, flags, expected):
+    """``fit`` turns the cache on by default: the command line must hand it its own choice."""
+    from jflows.cli import main
+
+    fit_module = importlib.import_module("jflows.training.fit")  # the module, not the function
+
+    cli_calls, fit_calls = [], []
+    monkeypatch.setattr("jflows.cli.enable_compilation_cache",
+                        lambda path=None, enabled=True: cli_calls.append((path, enabled)))
+    monkeypatch.setattr(fit_module, "enable_compilation_cache",
+                        lambda path=None: fit_calls.append(path))
+    flags = [str(tmp_path / "cache") if flag == "DIR" else flag for flag in flags]
+    args = ["train", "--model", "realnvp", "--data", "moons", "--steps", "2", "--eval-every",
+            "2", "--quiet", "--batch-size", "32", "--opt", "n_couplings=2", "--opt",
+            "hidden=(8,)", "--out", str(tmp_path / "run"), *flags]
+    assert main(args) == 0
+    if expected is False:
+        assert cli_calls == [(None, False)] and fit_calls == []
+    elif expected == "DIR":
+        assert fit_calls == [str(tmp_path / "cache")]
+    else:  # the default: the CLI's directory, which fit keeps
+        assert cli_calls == [(None, True)] and fit_calls == [None]
 
 
 FIT_SCRIPT = textwrap.dedent(

@@ -104,6 +104,7 @@ def cmd_train(args) -> int:
             state, _ = run_fit(
                 config, dataset, model, eval_model, optimizer, args.out,
                 progress=not args.quiet and primary, devices=args.devices,
+                compile_cache=False if args.no_compile_cache else args.compile_cache or True,
             )
         except TrainingDivergedError:
             if primary:  # the curves show where it went wrong

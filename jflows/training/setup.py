@@ -184,12 +184,18 @@ def train_run(
     return TrainedRun(config, dataset, flow, eval_flow, state, history)
 
 
-def run_fit(config, dataset, model, eval_model, optimizer, out_dir, *, progress, devices):
-    """:func:`fit` with the settings of ``config`` (which it writes to ``config.json``)."""
+def run_fit(config, dataset, model, eval_model, optimizer, out_dir, *, progress, devices,
+            compile_cache=True):
+    """:func:`fit` with the settings of ``config`` (which it writes to ``config.json``).
+
+    ``compile_cache`` is :func:`fit`'s (the command line passes its ``--compile-cache`` and
+    ``--no-compile-cache`` choice).
+    """
     return fit(
         model, eval_model, dataset, steps=config["steps"], batch_size=config["batch_size"],
         seed=config["seed"], out_dir=out_dir, eval_every=config["eval_every"],
         checkpoint_every=config["checkpoint_every"], eval_batch_size=config["eval_batch_size"],
         optimizer=optimizer, progress=progress, model_name=config["model"], devices=devices,
         val_fraction=config["val_fraction"], patience=config["patience"], config=config,
+        compile_cache=compile_cache,
     )
