@@ -5,11 +5,11 @@ Every stack of a workload runs in its own child process (``--worker STACK``), so
 machine/version header and one table per data set. A short-lived child builds the data pools
 once per data set and hands them to the stacks' children in a ``.npz`` file, so that a stack's
 process imports only its own library (building digits' pools imports jflows, JAX and scikit-
-learn, about 230 MB that a PyTorch stack's peak RSS would otherwise include); a stack that
-imported the other library anyway is named under the table. The parent itself stays small,
-since a child's peak RSS starts from its parent's. The child builds the batch index table and
-hands both to the runner of the stack's kind (``jax_runner`` or ``torch_runner``), which times
-the steps and scores the test set.
+learn, which a PyTorch stack's peak RSS would otherwise include: ``benchmarks/README.md``, "Why
+the misses"); a stack that imported the other library anyway is named under the table. The
+parent itself stays small, since a child's peak RSS starts from its parent's. The child builds
+the batch index table and hands both to the runner of the stack's kind (``jax_runner`` or
+``torch_runner``), which times the steps and scores the test set.
 
 torch keeps its default thread count unless ``--torch-threads`` is given; on a 2-core machine
 that other processes keep busy, torch's 2 OpenMP threads can be 10-100x slower per step.
@@ -164,7 +164,7 @@ def make_pools(data: str, directory: str, command: list[str] | None = None) -> s
 
     Not by this process: a child's peak RSS (``ru_maxrss``) starts from the RSS of the process
     that started it (Linux carries it over the ``exec``), and building digits' pools imports
-    jflows, JAX and scikit-learn (about 280 MB), which every stack would then show as its floor.
+    jflows, JAX and scikit-learn, which every stack would then show as its floor.
     """
     path = os.path.join(directory, f"pools_{data}.npz")
     cmd = [*(command or _command()), "--make-pools", path, "--data", data]
@@ -182,20 +182,19 @@ def _command() -> list[str]:
     return [sys.executable, os.path.abspath(sys.argv[0])]
 
 
-def run_stacks(args: argparse.Namespace, data: str, pools: str | None = None) -> dict[str, dict]:
+def run_stacks(args: argparse.Namespace, data: str, pools: str) -> dict[str, dict]:
     """Runs each requested stack in its own process, one after another.
 
     The child gets this process's command line with ``--worker STACK --data DATA`` appended
     (the last ``--data`` wins), so a workload's own options reach it unchanged, and
-    ``--pools FILE`` when this process prepared the data pools.
+    ``--pools FILE``, the ``.npz`` of :func:`make_pools`.
     """
     results = {}
     for stack in args.stacks:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "result.json")
             argv = getattr(args, "child_argv", sys.argv[1:])
-            cmd = [*_command(), *argv, "--worker", stack, "--data", data]
-            cmd += ["--pools", pools] if pools else []
+            cmd = [*_command(), *argv, "--worker", stack, "--data", data, "--pools", pools]
             start = time.perf_counter()
             proc = subprocess.run([*cmd, "--result", out], capture_output=True, text=True, cwd=ROOT)
             if proc.returncode == 0 and os.path.exists(out):

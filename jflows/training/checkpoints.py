@@ -72,8 +72,9 @@ def _short(err: BaseException, limit: int = 160) -> str:
 def _orbax():
     """``orbax.checkpoint``, imported when a checkpointer first needs it.
 
-    Importing it (with TensorStore) costs about 25 MB of resident memory, which code that
-    imports ``jflows.training`` but never checkpoints (a benchmark, a notebook) does not pay.
+    Importing it (with TensorStore) costs resident memory (25 MB here:
+    ``benchmarks/README.md``, "Why the misses"), which code that imports ``jflows.training``
+    but never checkpoints (a benchmark, a notebook) does not pay.
     """
     import orbax.checkpoint as ocp
 
