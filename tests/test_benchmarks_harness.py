@@ -55,8 +55,24 @@ def test_torch_stacks_import_no_jax():
 def test_w5_log_prob_runs_on_a_few_points():
     """W5 (a throughput script, not a Workload): every model, jflows and one JAX peer."""
     cmd = [sys.executable, "-m", "benchmarks.workloads.w5_log_prob", "--points", "300",
-           "--batch", "128", "--repeats", "1", "--stacks", "jflows", "distrax"]
+           "--batch", "128", "--repeats", "1", "--stacks", "jflows", "distrax", "floor"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert done.stdout.count("points/s") >= 3 and "failed" not in done.stdout, done.stdout
     assert "realnvp: jflows / best peer (distrax) points/s" in done.stdout
+    assert "a bare (128, 128) @ (128, 128) product runs at" in done.stdout, done.stdout
+
+
+def test_w5_realnvp_flop_line(monkeypatch):
+    """The FLOP count is the MLPs' matrix products; 2x a peer needs twice its GFLOP/s."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.workloads import w5_log_prob as w5
+
+    assert w5.realnvp_flops_per_point() == 2 * 8 * (1 * 128 + 128 * 128 + 128 * 2)
+    ok = dict(status="ok", batch=10_000)
+    results = {"jflows": {**ok, "points_per_s": 5e5}, "distrax": {**ok, "points_per_s": 4e5},
+               "floor": {**ok, "points_per_s": 6e5, "matmul_gflops": 150.0}}
+    line = w5.goal("realnvp", results)
+    assert "jflows runs them at 134 GFLOP/s, the best peer at 107" in line, line
+    assert "(800,000 points/s) needs 215 GFLOP/s" in line, line
+    assert "product runs at 150 GFLOP/s here" in line, line

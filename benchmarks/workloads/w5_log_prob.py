@@ -7,7 +7,9 @@ stacks, under ``torch.no_grad()`` in eval mode for normflows, for three models:
 
 - ``realnvp``: the W2 RealNVP (8 exp-scale affine couplings, MLP 128-128) on moons points
   (the 100 000-point pool repeated), batch 10 000; peers normflows, flowjax, distrax+flax;
-  and a floor, not a peer: the eight conditioner MLPs alone (``floor_realnvp``).
+  and a floor, not a peer: the eight conditioner MLPs alone (``floor_realnvp``), whose
+  process also times a bare matrix product of the MLPs' largest shape (``matmul_gflops``);
+  the goal line then gives the GFLOP/s each stack's MLPs reach and the rate the goal needs.
 - ``resflow``: the W1 Residual Flow in evaluation mode (10 blocks, exact 2x2 log-det:
   ``jflows_flow(training=False)``; normflows' ``Residual`` blocks in eval mode use their
   brute-force 2x2 determinant), batch 10 000; peer normflows. Both stacks get the same
@@ -208,6 +210,46 @@ def floor_realnvp(batch: int, seed: int):
     return jax_batches(score, batch)
 
 
+def realnvp_flops_per_point() -> int:
+    """Floating-point operations of the W2 RealNVP's eight MLPs 1-128-128-2 on one point.
+
+    Two per multiply-add of the three matrix products; biases, ReLUs and the couplings'
+    own arithmetic left out, so this undercounts the flow.
+    """
+    from benchmarks.workloads.w2_realnvp2d import HIDDEN, N_LAYERS
+
+    sizes = (1, *HIDDEN, 2)
+    return 2 * N_LAYERS * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def matmul_gflops(batch: int, width: int = 128, chain: int = 16, repeats: int = 20) -> float:
+    """Best GFLOP/s of ``chain`` chained ``(batch, width) @ (width, width)`` float32 products.
+
+    The rate XLA:CPU reaches on the RealNVP's largest matrix product, with nothing else in
+    the program: an upper bound on the rate of its MLPs (median of ``repeats`` calls).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    key_h, key_w = jax.random.split(jax.random.key(0))
+    h = jax.random.normal(key_h, (batch, width), jnp.float32)
+    w = jax.random.normal(key_w, (width, width), jnp.float32) / np.sqrt(width)
+
+    @jax.jit
+    def products(h, w):
+        for _ in range(chain):
+            h = h @ w
+        return h
+
+    products(h, w).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        products(h, w).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 2 * batch * width * width * chain / float(np.median(times)) / 1e9
+
+
 def torch_batches(model, batch: int, prepare=lambda x: x):
     """``score(x)`` of a normflows model in eval mode under ``torch.no_grad()``."""
     import torch
@@ -321,6 +363,8 @@ def measure(model: str, stack: str, args) -> dict:
         import torch
 
         result["torch_threads"] = torch.get_num_threads()
+    if stack == "floor":
+        result["matmul_gflops"] = matmul_gflops(batch)
     return result
 
 
@@ -379,6 +423,15 @@ def goal(model: str, results: dict[str, dict]) -> str:
         line += (f"\n  {model}: jflows / floor (its MLPs alone) points/s: "
                  f"{jf['points_per_s'] / floor['points_per_s']:.2f}; best peer / floor: "
                  f"{peers[best]['points_per_s'] / floor['points_per_s']:.2f}")
+    if model == "realnvp" and floor.get("matmul_gflops"):
+        flops = realnvp_flops_per_point()
+        need = 2.0 * peers[best]["points_per_s"]
+        line += (f"\n  {model}: its MLPs are {flops:,} FLOP per point; jflows runs them at "
+                 f"{jf['points_per_s'] * flops / 1e9:.0f} GFLOP/s, the best peer at "
+                 f"{peers[best]['points_per_s'] * flops / 1e9:.0f}; 2x the best peer "
+                 f"({need:,.0f} points/s) needs {need * flops / 1e9:.0f} GFLOP/s, and a bare "
+                 f"({floor['batch']}, 128) @ (128, 128) product runs at "
+                 f"{floor['matmul_gflops']:.0f} GFLOP/s here")
     return line
 
 
