@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 DEFERRED = ("orbax", "tensorstore", "sklearn", "matplotlib")
-"""Checkpoints (orbax, with TensorStore: ~25 MB), the digits and toy data (scikit-learn) and
+"""Checkpoints (orbax, with TensorStore), the digits and toy data (scikit-learn) and
 pictures (matplotlib): imported by the functions that use them, not by ``import jflows``."""
 
 

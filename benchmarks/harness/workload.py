@@ -228,25 +228,29 @@ def main(workload: Workload) -> None:
     print(report.machine_header())
     labels = {name: s.label for name, s in workload.stacks.items() if s.label}
     seeds = args.seeds or [args.seed]
-    for data in args.data:
-        per_seed = []
-        pools_dir = tempfile.TemporaryDirectory()
-        pools = make_pools(data, pools_dir.name)
-        for seed in seeds:
-            args.seed = seed
-            print(workload.title(args))
-            results = run_stacks(_with_seed(args, seed), data, pools)
-            per_seed.append(results)
-            print(f"\n{data}, seed {seed}")
-            report.print_table(*report.standard_rows(results, labels, workload.score))
-            for line in workload.goals(results):
-                print(line)
-        if len(seeds) > 1:
-            print(f"\n{data}: over seeds {seeds}")
-            report.print_table(*report.seed_rows(per_seed, labels, workload.score))
-            for line in workload.goals(report.seed_means(per_seed)):
-                print(line)
-        pools_dir.cleanup()
+    with tempfile.TemporaryDirectory() as pools_dir:
+        for data in args.data:
+            _run_data_set(workload, args, data, make_pools(data, pools_dir), labels, seeds)
+
+
+def _run_data_set(workload: Workload, args: argparse.Namespace, data: str, pools: str,
+                  labels: dict[str, str], seeds: list[int]) -> None:
+    """One data set: a table per seed, then (several seeds) the table over seeds."""
+    per_seed = []
+    for seed in seeds:
+        args.seed = seed
+        print(workload.title(args))
+        results = run_stacks(_with_seed(args, seed), data, pools)
+        per_seed.append(results)
+        print(f"\n{data}, seed {seed}")
+        report.print_table(*report.standard_rows(results, labels, workload.score))
+        for line in workload.goals(results):
+            print(line)
+    if len(seeds) > 1:
+        print(f"\n{data}: over seeds {seeds}")
+        report.print_table(*report.seed_rows(per_seed, labels, workload.score))
+        for line in workload.goals(report.seed_means(per_seed)):
+            print(line)
 
 
 def _with_seed(args: argparse.Namespace, seed: int) -> argparse.Namespace:

@@ -54,6 +54,7 @@ import time
 from benchmarks.harness import report
 from benchmarks.harness.workload import make_pools
 
+MALLOC_TRIM = functools.cache(lambda: ctypes.CDLL("libc.so.6").malloc_trim)  # glibc only
 PHASES = ("imports", "data, keys, library imports", "init state", "shared weights", "init freed",
           "first step", "steps 2-100", "steps 101-end", "test score")
 
@@ -63,7 +64,7 @@ class _Sampler:
 
     def __init__(self, trim: bool = False):
         self.high, self.marks = 0.0, []
-        self.trim = ctypes.CDLL("libc.so.6").malloc_trim if trim else None
+        self.trim = MALLOC_TRIM() if trim else None
         threading.Thread(target=self._run, daemon=True).start()
 
     @staticmethod
@@ -87,11 +88,10 @@ class _Sampler:
         self.high = 0.0
 
 
-def child(steps: int, out: str, trim: bool = False, sync: bool = False,
-          free_init: bool = False, trim_every: int = 0, conv_opt_level: int | None = None,
-          pools: str | None = None) -> None:
+def child(steps: int, out: str, pools: str, trim: bool = False, sync: bool = False,
+          free_init: bool = False, trim_every: int = 0, conv_opt_level: int | None = None) -> None:
     sampler = _Sampler(trim)
-    trim_now = ctypes.CDLL("libc.so.6").malloc_trim if trim_every else None
+    trim_now = MALLOC_TRIM() if trim_every else None
     import gc
 
     import jax
@@ -154,12 +154,34 @@ def child(steps: int, out: str, trim: bool = False, sync: bool = False,
 
     common.train_loop = train_loop
     sys.argv = ["w4", "--stacks", "jflows", "--seed", "0", "--steps", str(steps),
-                "--worker", "jflows", "--data", "digits", "--result", out + ".worker"]
-    sys.argv += ["--pools", pools] if pools else []
+                "--worker", "jflows", "--data", "digits", "--result", out + ".worker",
+                "--pools", pools]
     main(w4.WORKLOAD)
     sampler.mark("test score")
     with open(out, "w") as f:
         json.dump(sampler.marks, f)
+
+
+def run_child(args: argparse.Namespace, emitters: str, dispatch: str, level: int | None,
+              pools: str, directory: str) -> tuple[list, dict]:
+    """One setting in a fresh process: its phase marks and the worker's result."""
+    out = os.path.join(directory, f"{emitters}_{dispatch}_{level}.json")
+    env = {**os.environ, "JFLOWS_CPU_FUSION_EMITTERS": emitters, "JFLOWS_TRACE_CACHE": "off"}
+    flags = [flag for flag, on in (("--malloc-trim", args.malloc_trim),
+                                   ("--free-init", args.free_init),
+                                   ("--sync", dispatch == "sync")) if on]
+    if args.trim_every:
+        flags += ["--trim-every", str(args.trim_every)]
+    if level is not None:
+        flags += ["--conv-opt-level", str(level)]
+    cmd = [sys.executable, "-m", "benchmarks.investigations.w4_memory", "--steps",
+           str(args.steps), "--child", out, "--pools", pools, *flags]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{emitters}, {dispatch}, LLVM {level}: child failed\n"
+                         f"{proc.stderr[-3000:]}")
+    with open(out) as f, open(out + ".worker") as g:
+        return json.load(f), json.load(g)
 
 
 def main() -> None:
@@ -183,44 +205,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         level = args.conv_opt_level[0] if args.conv_opt_level else None
-        child(args.steps, args.child, args.malloc_trim, args.sync, args.free_init,
-              args.trim_every, level, args.pools)
+        child(args.steps, args.child, args.pools, args.malloc_trim, args.sync, args.free_init,
+              args.trim_every, level)
         return
     print(report.machine_header())
-    pools_dir = tempfile.TemporaryDirectory()  # built by a child: this process stays small
-    pools = make_pools("digits", pools_dir.name,
-                       [sys.executable, "-m", "benchmarks.workloads.w4_resflow_digits"])
     rows, speeds = [], []
-    for emitters, dispatch, level in itertools.product(
-            args.emitters, args.dispatch, args.conv_opt_level or [None]):
-        setting = emitters if level is None else f"{emitters}, LLVM {level}"
-        name = f"w4_memory_{os.getpid()}_{emitters}_{dispatch}_{level}.json"
-        out = os.path.join(tempfile.gettempdir(), name)
-        env = {**os.environ, "JFLOWS_CPU_FUSION_EMITTERS": emitters,
-               "JFLOWS_TRACE_CACHE": "off"}
-        flags = [flag for flag, on in (("--malloc-trim", args.malloc_trim),
-                                       ("--free-init", args.free_init),
-                                       ("--sync", dispatch == "sync")) if on]
-        if args.trim_every:
-            flags += ["--trim-every", str(args.trim_every)]
-        if level is not None:
-            flags += ["--conv-opt-level", str(level)]
-        cmd = [sys.executable, "-m", "benchmarks.investigations.w4_memory", "--steps",
-               str(args.steps), "--child", out, "--pools", pools, *flags]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"{setting}, {dispatch}: child failed\n{proc.stderr[-3000:]}")
-        with open(out) as f:
-            marks = json.load(f)
-        with open(out + ".worker") as f:
-            result = json.load(f)
-        speeds.append([setting, dispatch, f"{result['median_ms']:.1f}",
-                       f"{result['first_ms'] / 1e3:.2f}"])
-        for path in (out, out + ".worker"):
-            os.remove(path)
-        for phase, now, high, peak, trimmed in marks:
-            row = [setting, dispatch, phase, f"{now:.0f}", f"{high:.0f}", f"{peak:.0f}"]
-            rows.append(row + ([f"{trimmed:.0f}"] if args.malloc_trim else []))
+    with tempfile.TemporaryDirectory() as work:  # the pools and the children's results
+        pools = make_pools("digits", work,  # built by a child: this process stays small
+                           [sys.executable, "-m", "benchmarks.workloads.w4_resflow_digits"])
+        for emitters, dispatch, level in itertools.product(
+                args.emitters, args.dispatch, args.conv_opt_level or [None]):
+            setting = emitters if level is None else f"{emitters}, LLVM {level}"
+            marks, result = run_child(args, emitters, dispatch, level, pools, work)
+            speeds.append([setting, dispatch, f"{result['median_ms']:.1f}",
+                           f"{result['first_ms'] / 1e3:.2f}"])
+            for phase, now, high, peak, trimmed in marks:
+                row = [setting, dispatch, phase, f"{now:.0f}", f"{high:.0f}", f"{peak:.0f}"]
+                rows.append(row + ([f"{trimmed:.0f}"] if args.malloc_trim else []))
     header = ["emitters", "dispatch", "phase", "RSS at end MB", "highest in phase MB",
               "process peak MB"]
     report.print_table(header + (["after malloc_trim MB"] if args.malloc_trim else []), rows)

@@ -21,11 +21,6 @@ from benchmarks.harness.workload import Stack, Task, Workload, main
 LEVELS, STEPS_PER_LEVEL, HIDDEN = 2, 4, 64
 
 
-def bits(nll_levels: float) -> float:
-    """Bits/dim of a digits NLL in level units (nats per image)."""
-    return C.bits_per_dim(nll_levels, C.DIGITS_DIMS)
-
-
 def pools(data: str) -> tuple[np.ndarray, np.ndarray]:
     """uint8 training levels ``(1500, 8, 8, 1)``; test: 8 fixed draws ``k + u``, level units."""
     train, test = C.digits_pools()
@@ -56,7 +51,7 @@ def build_jflows(task: Task):
     """
     from benchmarks.harness.jax_runner import digits_draws_model
 
-    return digits_draws_model(task, lambda prep, _: jflows_flow(preprocessing=prep), bits)
+    return digits_draws_model(task, lambda prep, _: jflows_flow(preprocessing=prep), C.bits_per_dim)
 
 
 def build_normflows(task: Task):
@@ -92,14 +87,14 @@ def build_normflows(task: Task):
     def test(model) -> float:  # normflows models y = x / 17: its NLL moved to level units
         with torch.no_grad():
             nll = [float(-model.log_prob(torch.from_numpy(d), None).mean()) for d in draws]
-        return bits(C.nll_in_levels(float(np.mean(nll))))
+        return C.bits_per_dim(C.nll_in_levels(float(np.mean(nll))))
 
     return TorchModel(
         model=model,
         test=test,
         pool=train,
         batch=lambda k: (k + torch.rand_like(k)) / C.DIGITS_LEVELS,
-        loss_to=lambda nll: bits(C.nll_in_levels(nll)),
+        loss_to=lambda nll: C.bits_per_dim(C.nll_in_levels(nll)),
     )
 
 

@@ -63,11 +63,6 @@ SQUEEZED = (4, 4, 4)  # (H, W, C) after the squeeze
 ONE_SEED_SLACK = 0.01  # bits/dim; the one-seed stand-in for "one standard error"
 
 
-def bits(nll_levels: float) -> float:
-    """Bits/dim of a digits NLL in level units (nats per image)."""
-    return C.bits_per_dim(nll_levels, C.DIGITS_DIMS)
-
-
 def pools(data: str) -> tuple[np.ndarray, np.ndarray]:
     """uint8 training levels ``(1500, 8, 8, 1)``; test: 8 fixed draws ``k + u``, level units."""
     train, test = C.digits_pools()
@@ -234,7 +229,7 @@ def build_jflows(task: Task):
     return digits_draws_model(
         task,
         lambda prep, training: jflows_flow(training=training, preprocessing=prep),
-        bits,
+        C.bits_per_dim,
         init=shared if task.args.init == "shared" else None,
         logit_alpha=ALPHA,
     )
@@ -287,7 +282,7 @@ def build_normflows(task: Task):
         for d in draws:
             lp = model.log_prob(torch.from_numpy(np.ascontiguousarray(d, np.float32)))
             nll.append(float(-lp.detach().mean()))
-        return bits(C.nll_in_levels(float(np.mean(nll))))
+        return C.bits_per_dim(C.nll_in_levels(float(np.mean(nll))))
 
     return TorchModel(
         model=model,
@@ -295,7 +290,7 @@ def build_normflows(task: Task):
         pool=train,
         batch=lambda k: (k + torch.rand_like(k)) / C.DIGITS_LEVELS,
         after_step=lambda: nf.utils.update_lipschitz(model, POWER_ITERATIONS),
-        loss_to=lambda nll: bits(C.nll_in_levels(nll)),
+        loss_to=lambda nll: C.bits_per_dim(C.nll_in_levels(nll)),
     )
 
 
