@@ -22,7 +22,8 @@ import pytest
 
 import jflows
 
-# Compile time dominates tiny examples, as in the unit tests (tests/conftest.py).
+# Compile time dominates tiny examples, as in the unit tests (tests/conftest.py, which also sets
+# the faster-compiling XLA:CPU emitter when pytest runs both test paths).
 jax.config.update("jax_disable_most_optimizations", True)
 
 HERE = pathlib.Path(__file__).resolve().parent

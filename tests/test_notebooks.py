@@ -5,10 +5,12 @@ test below runs the same code (``execute_notebook``) in the quick setting withou
 """
 
 import importlib.util
+import os
 import pathlib
 
 import nbformat
 import pytest
+from conftest import FAST_COMPILE_XLA_FLAG
 
 NOTEBOOK_DIR = pathlib.Path(__file__).parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -27,9 +29,12 @@ def _refresh_module():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    # the notebooks run as a user runs them: all XLA optimisations on (tests/conftest.py turns
-    # most of them off for the test processes; the 02 notebook's 1e-7 solves need them)
+    # the notebooks run as a user runs them: all XLA optimisations on and XLA:CPU's default
+    # code generator (tests/conftest.py sets both up for fast compiles in the test processes;
+    # the 02 notebook's 1e-7 solves need the optimisations)
     monkeypatch.delenv("JAX_DISABLE_MOST_OPTIMIZATIONS", raising=False)
+    flags = os.environ.get("XLA_FLAGS", "").replace(FAST_COMPILE_XLA_FLAG, "").strip()
+    monkeypatch.setenv("XLA_FLAGS", flags)
     notebook = _refresh_module().execute_notebook(path, small=True, timeout=300)
     # raises CellExecutionError, naming the failing cell, on any error
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]

@@ -21,9 +21,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("four_devices")]
 
 
 def _run_script(name, *args):
-    # most XLA optimisation passes skipped, as for the in-process tests (tests/conftest.py):
+    # the compiler set up as for the in-process tests (tests/conftest.py, its flags kept):
     # the scripts' tiny programs spend far longer compiling than running
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    env = {**os.environ, "XLA_FLAGS": flags,
            "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
     proc = subprocess.run(
         [sys.executable, str(SCRIPTS / name), *map(str, args)],

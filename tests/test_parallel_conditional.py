@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("two_devices_conditional
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     def compute():
-        env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+        env = {**os.environ, "XLA_FLAGS": flags,
                "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
         proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
                               env=env, timeout=900)
