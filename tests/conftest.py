@@ -9,33 +9,38 @@ sys.path.insert(0, os.path.dirname(__file__))
 # Scripts the tests run in their own processes; --doctest-modules must not import them.
 collect_ignore = ["scripts"]
 
-# Tests run tiny programs many times over, so compile time dominates them. Two settings cut it,
-# neither changes a result beyond rounding: jax_disable_most_optimizations skips most XLA
-# optimisation passes (as distrax's CI does), and --xla_cpu_use_fusion_emitters=false makes
-# XLA:CPU generate its fusions' code with the older element-wise emitter, which compiles about
-# twice as fast (the compile time of tests/test_contract.py falls by half). Both reach the
-# processes the tests start (the command line, the notebooks' kernels, the benchmark harness,
-# the multi-device scripts) through the environment. A jaxlib that no longer knew the flag would
-# abort at its first compile, so it is set only once a throwaway process has compiled with it;
-# the probe runs once, in the first pytest process (pytest-xdist workers inherit the result).
-FAST_COMPILE_XLA_FLAG = "--xla_cpu_use_fusion_emitters=false"
+# Tests run tiny programs many times over, so compile time dominates them. Three settings cut
+# it, none changes a result beyond rounding: jax_disable_most_optimizations skips most XLA
+# optimisation passes (as distrax's CI does); --xla_cpu_use_fusion_emitters=false makes XLA:CPU
+# generate its fusions' code with the older element-wise emitter, which compiles about twice as
+# fast (the compile time of tests/test_contract.py halves); and
+# --xla_cpu_parallel_codegen_split_count=1 compiles each program's code in one piece rather than
+# in parallel parts, which two pytest-xdist workers on two cores only pay for (a fifth less
+# compile time). They reach the processes the tests start (the command line, the benchmark
+# harness, the multi-device scripts) through the environment. A jaxlib that no longer knew an XLA
+# flag would abort at its first compile, so the flags are set only once a throwaway process has
+# compiled with them; the probe runs once, in the first pytest process (pytest-xdist workers
+# inherit the result).
+FAST_COMPILE_XLA_FLAGS = (
+    "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1"
+)
 _PROBED = "JFLOWS_TEST_XLA_FLAGS_PROBED"
 
 
-def _xla_accepts(flag: str) -> bool:
-    """Whether a fresh process with ``flag`` in ``XLA_FLAGS`` compiles and runs a program."""
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()}
+def _xla_accepts(flags: str) -> bool:
+    """Whether a fresh process with ``flags`` in ``XLA_FLAGS`` compiles and runs a program."""
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()}
     probe = [sys.executable, "-c", "import jax; jax.jit(lambda x: x + 1)(1.0).block_until_ready()"]
     return subprocess.run(probe, env=env, capture_output=True, timeout=120).returncode == 0
 
 
 if _PROBED not in os.environ:
     os.environ[_PROBED] = "1"
-    if FAST_COMPILE_XLA_FLAG not in os.environ.get("XLA_FLAGS", "") and _xla_accepts(
-        FAST_COMPILE_XLA_FLAG
+    if FAST_COMPILE_XLA_FLAGS not in os.environ.get("XLA_FLAGS", "") and _xla_accepts(
+        FAST_COMPILE_XLA_FLAGS
     ):
         os.environ["XLA_FLAGS"] = (
-            f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_XLA_FLAG}".strip()
+            f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_XLA_FLAGS}".strip()
         )
 
 jax.config.update("jax_disable_most_optimizations", True)

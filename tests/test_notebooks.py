@@ -10,7 +10,7 @@ import pathlib
 
 import nbformat
 import pytest
-from conftest import FAST_COMPILE_XLA_FLAG
+from conftest import FAST_COMPILE_XLA_FLAGS
 
 NOTEBOOK_DIR = pathlib.Path(__file__).parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -33,7 +33,7 @@ def test_notebook_runs(path, monkeypatch):
     # code generator (tests/conftest.py sets both up for fast compiles in the test processes;
     # the 02 notebook's 1e-7 solves need the optimisations)
     monkeypatch.delenv("JAX_DISABLE_MOST_OPTIMIZATIONS", raising=False)
-    flags = os.environ.get("XLA_FLAGS", "").replace(FAST_COMPILE_XLA_FLAG, "").strip()
+    flags = os.environ.get("XLA_FLAGS", "").replace(FAST_COMPILE_XLA_FLAGS, "").strip()
     monkeypatch.setenv("XLA_FLAGS", flags)
     notebook = _refresh_module().execute_notebook(path, small=True, timeout=300)
     # raises CellExecutionError, naming the failing cell, on any error
