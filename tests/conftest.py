@@ -12,24 +12,29 @@ collect_ignore = ["scripts"]
 # Tests run tiny programs many times over, so compile time dominates them. Three settings cut
 # it, none changes a result beyond rounding: jax_disable_most_optimizations skips most XLA
 # optimisation passes (as distrax's CI does); --xla_cpu_use_fusion_emitters=false makes XLA:CPU
-# generate its fusions' code with the older element-wise emitter, which compiles about twice as
-# fast (the compile time of tests/test_contract.py halves); and
+# generate its fusions' code with the older element-wise emitter, which compiles faster; and
 # --xla_cpu_parallel_codegen_split_count=1 compiles each program's code in one piece rather than
-# in parallel parts, which two pytest-xdist workers on two cores only pay for (a fifth less
-# compile time). They reach the processes the tests start (the command line, the benchmark
-# harness, the multi-device scripts) through the environment. A jaxlib that no longer knew an XLA
-# flag would abort at its first compile, so the flags are set only once a throwaway process has
-# compiled with them; the probe runs once, in the first pytest process (pytest-xdist workers
-# inherit the result).
+# in parallel parts, which two pytest-xdist workers on two cores only pay for. On a two-core VM,
+# `pytest -n 2 -m "not slow"` took 833 s without the two flags (939910a), 572 s with the first
+# (03b2865) and 527 s with both (4f68a46). They reach the processes the tests start (the command
+# line, the benchmark harness, the multi-device scripts) through the environment. A jaxlib that
+# no longer knew an XLA flag would abort at its first compile, so the flags are set only once a
+# throwaway process has compiled with them; the probe runs once, in the first pytest process
+# (pytest-xdist workers inherit the result).
 FAST_COMPILE_XLA_FLAGS = (
     "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1"
 )
 _PROBED = "JFLOWS_TEST_XLA_FLAGS_PROBED"
 
 
+def xla_flags_with(flags: str) -> str:
+    """This process's ``XLA_FLAGS`` with ``flags`` appended, for a process a test starts."""
+    return f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+
+
 def _xla_accepts(flags: str) -> bool:
     """Whether a fresh process with ``flags`` in ``XLA_FLAGS`` compiles and runs a program."""
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()}
+    env = {**os.environ, "XLA_FLAGS": xla_flags_with(flags)}
     probe = [sys.executable, "-c", "import jax; jax.jit(lambda x: x + 1)(1.0).block_until_ready()"]
     return subprocess.run(probe, env=env, capture_output=True, timeout=120).returncode == 0
 
@@ -39,9 +44,7 @@ if _PROBED not in os.environ:
     if FAST_COMPILE_XLA_FLAGS not in os.environ.get("XLA_FLAGS", "") and _xla_accepts(
         FAST_COMPILE_XLA_FLAGS
     ):
-        os.environ["XLA_FLAGS"] = (
-            f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_XLA_FLAGS}".strip()
-        )
+        os.environ["XLA_FLAGS"] = xla_flags_with(FAST_COMPILE_XLA_FLAGS)
 
 jax.config.update("jax_disable_most_optimizations", True)
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")

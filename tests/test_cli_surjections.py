@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import xla_flags_with
 from helpers import cli_fails
 from helpers import read_json as read
 
@@ -187,8 +188,7 @@ def test_resume_checks_the_dequantization(run, capsys):
 
 @pytest.mark.slow
 def test_each_replica_draws_its_own_noise():
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    env = {**os.environ, "XLA_FLAGS": flags}
+    env = {**os.environ, "XLA_FLAGS": xla_flags_with("--xla_force_host_platform_device_count=2")}
     proc = subprocess.run([sys.executable, str(SCRIPTS / "parallel_noise.py")],
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import once_per_session
+from conftest import once_per_session, xla_flags_with
 
 SCRIPTS = pathlib.Path(__file__).parent / "scripts"
 
@@ -23,8 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("four_devices")]
 def _run_script(name, *args):
     # the compiler set up as for the in-process tests (tests/conftest.py, its flags kept):
     # the scripts' tiny programs spend far longer compiling than running
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    env = {**os.environ, "XLA_FLAGS": flags,
+    env = {**os.environ, "XLA_FLAGS": xla_flags_with("--xla_force_host_platform_device_count=4"),
            "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
     proc = subprocess.run(
         [sys.executable, str(SCRIPTS / name), *map(str, args)],

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import once_per_session
+from conftest import once_per_session, xla_flags_with
 
 SCRIPT = pathlib.Path(__file__).parent / "scripts" / "parallel_conditional.py"
 
@@ -23,9 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("two_devices_conditional
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     def compute():
-        flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-        env = {**os.environ, "XLA_FLAGS": flags,
-               "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+        devices = xla_flags_with("--xla_force_host_platform_device_count=2")
+        env = {**os.environ, "XLA_FLAGS": devices, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
         proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
                               env=env, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
