@@ -178,6 +178,9 @@ def test_bad_levels(tmp_path, levels):
 def test_too_few_rows(tmp_path, x):
     with pytest.raises(DataError, match="at least 2 rows.*got 1"):
         load_array(_save(tmp_path, x))
+    assert len(load_array(_save(tmp_path, x), min_rows=1)) == 1  # enough to score (eval)
+    with pytest.raises(DataError, match="at least 1 row, got 0"):
+        load_array(_save(tmp_path, x[:0]), min_rows=1)
 
 
 def test_empty_event_axis(tmp_path):

@@ -97,20 +97,23 @@ def _check_images(x: np.ndarray, levels: int, source: str) -> np.ndarray:
     return x
 
 
-def validate_array(x: np.ndarray, *, levels: int = 256, source: str = "data") -> np.ndarray:
+def validate_array(
+    x: np.ndarray, *, levels: int = 256, source: str = "data", min_rows: int = 2
+) -> np.ndarray:
     """Check an in-memory array against jflows' data contract.
 
     Args:
-        x: float ``(N, d)`` vectors or uint8 ``(N, H, W, C)`` images, ``N >= 2``.
+        x: float ``(N, d)`` vectors or uint8 ``(N, H, W, C)`` images, ``N >= min_rows``.
         levels: number of grey levels of images (ignored for vectors).
         source: how error messages name the data (e.g. the file path).
+        min_rows: 2 for data to train on (a training and a test row), 1 for data to score.
 
     Returns:
         Vectors as float32, or the uint8 images unchanged.
 
     Raises:
-        DataError: wrong rank or dtype, an empty axis, fewer than 2 rows, non-finite vectors, or
-            image values ``>= levels``.
+        DataError: wrong rank or dtype, an empty axis, fewer than ``min_rows`` rows,
+            non-finite vectors, or image values ``>= levels``.
 
     Example:
         >>> validate_array(np.full((4, 2, 2, 1), 16, np.uint8), levels=17).shape
@@ -124,10 +127,11 @@ def validate_array(x: np.ndarray, *, levels: int = 256, source: str = "data") ->
         )
     if 0 in x.shape[1:]:
         raise DataError(f"{source}: shape {x.shape} has an empty event axis; expected {_EXPECTED}")
-    if len(x) < 2:
+    if len(x) < min_rows:
+        why = " (one to train on, one to test on)" if min_rows == 2 else ""
         raise DataError(
-            f"{source}: needs at least 2 rows (one to train on, one to test on), got {len(x)}; "
-            f"the first axis indexes the data points"
+            f"{source}: needs at least {min_rows} row{'s' * (min_rows > 1)}{why}, got "
+            f"{len(x)}; the first axis indexes the data points"
         )
     if x.ndim == 2:
         return _check_vectors(x, source)
@@ -149,12 +153,13 @@ def _npy_problem(err: BaseException) -> str:
     return first[:120]
 
 
-def load_array(path: str | os.PathLike, *, levels: int = 256) -> np.ndarray:
+def load_array(path: str | os.PathLike, *, levels: int = 256, min_rows: int = 2) -> np.ndarray:
     """Load and validate a ``.npy`` file of vectors or images.
 
     Args:
         path: a file written by ``numpy.save``.
         levels: number of grey levels of uint8 images (``--levels`` on the command line).
+        min_rows: rows the file must hold (2 to train on, 1 to score).
 
     Returns:
         float32 ``(N, d)`` vectors or uint8 ``(N, H, W, C)`` images.
@@ -198,4 +203,4 @@ def load_array(path: str | os.PathLike, *, levels: int = 256) -> np.ndarray:
             f"{source!r} is an .npz archive, not a single array; save the one array to use "
             f"with numpy.save(path, array)"
         )
-    return validate_array(loaded, levels=levels, source=source)
+    return validate_array(loaded, levels=levels, source=source, min_rows=min_rows)

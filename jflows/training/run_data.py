@@ -52,7 +52,7 @@ def data_for_run(spec: str, config: RunConfig, run_dir: str | os.PathLike) -> np
         DataError: unreadable or invalid data, or data the run's model cannot score.
     """
     if spec.endswith(".npy"):
-        x = load_array(spec, levels=256)
+        x = load_array(spec, levels=256, min_rows=1)  # one row is enough to score
     else:
         sizes = {k: config[k] for k in ("n_train", "n_test") if k in config}
         x = load_dataset(spec, seed=config["seed"], **sizes).test
