@@ -154,6 +154,9 @@ class StochasticCase(NamedTuple):
 
 STOCHASTIC = {
     "dequantization": StochasticCase(lambda: jb.UniformDequantization(levels=LEVELS), (4, 4, 2)),
+    "lattice_dequantization": StochasticCase(
+        lambda: jb.LatticeDequantization(columns=(0, 2), offsets=(0.0, 0.0), spacings=(1.0, 1.0),
+                                         levels=(LEVELS, LEVELS)), (4,)),
     "variational_dequantization": StochasticCase(
         lambda: jb.VariationalDequantization(levels=LEVELS, hidden=4, n_couplings=2), (4, 4, 2)),
     "chain_dequantization_scaling": StochasticCase(

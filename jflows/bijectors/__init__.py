@@ -15,6 +15,7 @@ from jflows.bijectors.elementwise import ElementwiseAffine, FixedAffine
 from jflows.bijectors.factor_out import FactorOut
 from jflows.bijectors.glow_step import GlowStep
 from jflows.bijectors.invconv import InvertibleConv1x1
+from jflows.bijectors.lattice_dequantization import LatticeDequantization
 from jflows.bijectors.lipschitz_nets import LipschitzCNN, LipschitzMLP
 from jflows.bijectors.logit import Logit
 from jflows.bijectors.made import MADE, MaskedDense
@@ -50,6 +51,7 @@ __all__ = [
     "InverseNotConvergedError",
     "InvertibleConv1x1",
     "Kind",
+    "LatticeDequantization",
     "Layer",
     "LipschitzCNN",
     "LipschitzMLP",

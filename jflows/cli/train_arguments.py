@@ -94,7 +94,8 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
     train.add_argument(
         "--dequantization", choices=("uniform", "variational"),
         help="dequantization of images: uniform noise (default) or Flow++'s variational "
-        "noise from a learned conditional flow",
+        "noise from a learned conditional flow; of vectors: uniform noise over one step of "
+        "each column whose values lie on a lattice (counts, codes, rounded values)",
     )
     train.add_argument(
         "--opt", action="append", metavar="KEY=VALUE",

@@ -5,6 +5,15 @@ its building blocks.
 """
 
 from jflows.data.arrays import check_levels, load_array, validate_array
+from jflows.data.columns import (
+    Discrete,
+    Lattice,
+    constant_columns,
+    dequantized_stats,
+    discrete_columns,
+    lattice_columns,
+    off_lattice_rows,
+)
 from jflows.data.conditional_toy import (
     CONDITIONAL_TOYS,
     conditional_ring_log_prob,
@@ -32,17 +41,24 @@ __all__ = [
     "EIGHT_GAUSSIANS_STD",
     "TOY_DENSITIES",
     "Dataset",
+    "Discrete",
+    "Lattice",
     "bits_per_dim",
     "check_levels",
     "conditional_ring_log_prob",
     "conditional_ring_mean",
+    "constant_columns",
     "dequantize",
+    "dequantized_stats",
+    "discrete_columns",
     "digits_split_indices",
     "eight_gaussians_log_prob",
+    "lattice_columns",
     "load_array",
     "load_context",
     "load_dataset",
     "load_digits_split",
+    "off_lattice_rows",
     "reduce_bits",
     "sample_conditional_toy",
     "sample_toy",

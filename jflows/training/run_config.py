@@ -7,7 +7,9 @@ A :class:`RunConfig` has three parts (and an optional fourth), each a typed fiel
 * **data and pre-processing**: the data spec and what was read from it (``data``,
   ``data_name``, ``kind``, ``event_shape``, ``levels``, ``data_levels``, ``n_bits``), the
   pre-processing numbers (``mean``/``std`` of vectors, ``logit_alpha`` and
-  ``dequantization`` of images; None means uniform, as runs before it used) and the
+  ``dequantization`` of images, None meaning uniform as runs before it used; for vectors
+  ``dequantization`` is None or ``"uniform"``, and then the dequantized lattice columns,
+  ``lattice_columns``/``lattice_offsets``/``lattice_spacings``/``lattice_levels``) and the
   splits (``test_fraction``, ``n_train``, ``n_test``, ``n_val``, ``val_fraction``,
   ``split_seed``);
 * **training**: ``seed``, ``steps``, ``batch_size``, the optimizer (``lr``, ``schedule``,
@@ -77,6 +79,10 @@ class RunConfig(Mapping):
     dequantization: Literal["uniform", "variational"] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    lattice_columns: tuple[int, ...] | None = None
+    lattice_offsets: tuple[float, ...] | None = None
+    lattice_spacings: tuple[float, ...] | None = None
+    lattice_levels: tuple[int, ...] | None = None
     test_fraction: float = 0.1
     n_train: int | None = None
     n_test: int | None = None

@@ -13,6 +13,7 @@ from jflows.data import (
     load_array,
     load_context,
     load_dataset,
+    off_lattice_rows,
     reduce_bits,
 )
 from jflows.errors import DataError
@@ -46,7 +47,8 @@ def data_for_run(spec: str, config: RunConfig, run_dir: str | os.PathLike) -> np
 
     Built-in sets are loaded with the run's seed and sizes, so the run's own data name gives
     exactly the test set that ``fit`` evaluated. The rows must match the run's kind and event
-    shape, and images must stay below the run's number of levels.
+    shape, images must stay below the run's number of levels, and the lattice columns of a
+    run that dequantized them must lie on their lattices.
 
     Raises:
         DataError: unreadable or invalid data, or data the run's model cannot score.
@@ -80,6 +82,17 @@ def data_for_run(spec: str, config: RunConfig, run_dir: str | os.PathLike) -> np
             f"{config['levels']} levels (0..{config['levels'] - 1}); evaluate it on images "
             f"quantized to those levels"
         )
+    columns = config.get("lattice_columns")
+    if kind == "vector" and columns:
+        offsets, steps = config["lattice_offsets"], config["lattice_spacings"]
+        off = off_lattice_rows(x, columns, offsets, steps)
+        if len(off):
+            raise DataError(
+                f"data {spec!r} has {len(off)} row{'s' * (len(off) > 1)} (the first: row "
+                f"{int(off[0])}) whose lattice columns {list(columns)} are off the lattices "
+                f"run {run!r} dequantized (offsets {list(offsets)}, steps {list(steps)}); "
+                f"score rows whose values in those columns lie on the lattices"
+            )
     return x
 
 

@@ -43,6 +43,7 @@ from jflows.training.validation import (
     check_val_fraction,
     default_val_fraction,
 )
+from jflows.training.vector_columns import vector_settings
 
 SETTINGS = (
     "model", "data", "options", "levels", "n_bits", "logit_alpha", "dequantization", "seed",
@@ -128,11 +129,6 @@ def make_run_config(settings: dict[str, Any]) -> tuple[RunConfig, Dataset]:
         data_name=dataset.name, kind=kind, event_shape=list(dataset.event_shape),
         levels=dataset.levels, jflows_version=__version__, version=CONFIG_VERSION, **sizes,
     )
-    if kind == "vector" and config.get("dequantization") is not None:
-        raise ConfigError(
-            f"--dequantization {config['dequantization']} only applies to image data, but "
-            f"{spec!r} holds vectors; drop the option"
-        )
     if kind == "image" and config.get("dequantization") is None:
         config["dequantization"] = "uniform"
     if kind == "vector" and config["logit_alpha"] is not None:
@@ -141,7 +137,7 @@ def make_run_config(settings: dict[str, Any]) -> tuple[RunConfig, Dataset]:
             f"{spec!r} holds vectors; drop the option"
         )
     if kind == "vector":
-        config["mean"], config["std"] = (list(map(float, v)) for v in vector_stats(dataset.train))
+        config.update(vector_settings(dataset.train, spec, config.get("dequantization")))
     for key in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_batch_size"):
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -27,6 +27,7 @@ from jflows.training.optim import make_optimizer
 from jflows.training.options import RESERVED_OPTIONS, check_model, coerce_options  # noqa: F401
 from jflows.training.run_config import CONFIG_VERSION, RunConfig
 from jflows.training.state import TrainState, create_train_state
+from jflows.training.vector_columns import lattice_layers
 
 CONFIG_FILE = "config.json"
 
@@ -75,7 +76,7 @@ def build_model(config: RunConfig, *, training: bool = True) -> nn.Module:
     """
     options = check_options(config["model"], _tuples(config["options"]))
     if config["kind"] == "vector":
-        pre = vector_preprocessing(config["mean"], config["std"])
+        pre = [*lattice_layers(config), *vector_preprocessing(config["mean"], config["std"])]
     else:
         pre = image_preprocessing(
             config["levels"], config["logit_alpha"], config.get("dequantization") or "uniform"

@@ -72,7 +72,8 @@ def check_resume(config: RunConfig, stored: RunConfig, out_dir) -> None:
         if key == "options":
             a = {k: v for k, v in (a or {}).items() if k not in EVAL_OPTIONS}
             b = {k: v for k, v in (b or {}).items() if k not in EVAL_OPTIONS}
-        if key == "dequantization":  # runs before the setting dequantized uniformly
+        if key == "dequantization" and stored.get("kind") == "image":
+            # image runs before the setting dequantized uniformly
             a, b = a or "uniform", b or "uniform"
         return a == b
 

@@ -1,0 +1,141 @@
+"""The pre-processing settings of a vector run, with its degenerate columns refused or reported.
+
+A continuous density on a constant column or on a lattice column (counts, coded categories,
+rounded values) is unbounded, so a run on them would report figures that only measure how
+tall the density's spikes grew (:mod:`jflows.data.columns`). :func:`vector_settings` refuses
+constant columns, warns about discrete columns, and with ``dequantization="uniform"`` models
+the lattice columns as discrete values by dequantizing them
+(:class:`~jflows.bijectors.LatticeDequantization`).
+
+Example:
+    >>> import numpy as np
+    >>> x = np.stack([np.linspace(-1, 1, 100), np.arange(100) % 3], axis=1)
+    >>> settings = vector_settings(x, "x.npy", "uniform")
+    >>> settings["lattice_columns"], settings["lattice_spacings"], settings["lattice_levels"]
+    ([1], [1.0], [3])
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from jflows.bijectors import LatticeDequantization
+from jflows.data import (
+    Discrete,
+    Lattice,
+    constant_columns,
+    dequantized_stats,
+    discrete_columns,
+    vector_stats,
+)
+from jflows.data.preprocess import STD_FLOOR
+from jflows.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+FIX = (
+    "pass --dequantization uniform to model them as discrete values (the figures then become "
+    "lower bounds, ..._bound), or drop them"
+)
+
+
+def _columns(found) -> str:
+    names = ", ".join(str(getattr(c, "column", c)) for c in found)
+    return f"column{'s' * (len(found) > 1)} {names}"
+
+
+def _describe(found: list[Lattice], spec: str, rows: int) -> str:
+    counts = " and ".join(str(c.distinct) for c in found)
+    steps = " and ".join(f"{c.spacing:g}" for c in found)
+    return (
+        f"{_columns(found)} of {spec!r} take{'s' * (len(found) == 1)} only {counts} distinct "
+        f"values in {rows} training rows (on {'lattices' if len(found) > 1 else 'a lattice'} "
+        f"of step {steps})"
+    )
+
+
+def vector_settings(
+    train: np.ndarray, spec: str, dequantization: str | None
+) -> dict[str, Any]:
+    """``mean``, ``std`` and the ``lattice_*`` settings of a run on ``(N, d)`` vectors.
+
+    Args:
+        train: the training rows.
+        spec: the data as the user named it (for the messages).
+        dequantization: None (lattice columns are reported, not changed) or ``"uniform"``
+            (they are dequantized; the stored mean and std are those of the dequantized data).
+
+    Raises:
+        DataError: a column holds one value in every training row.
+        ConfigError: ``dequantization`` is not None or ``"uniform"``, or is ``"uniform"``
+            while no column lies on a lattice.
+    """
+    constant = constant_columns(train)
+    if constant:
+        values = ", ".join(f"{float(train[0, j]):g}" for j in constant)
+        raise DataError(
+            f"{_columns(constant)} of {spec!r} hold{'s' * (len(constant) == 1)} one value "
+            f"({values}) in every training row: a continuous density on a constant is "
+            f"unbounded (the standardisation would divide by {STD_FLOOR:g} and take "
+            f"{-np.log(STD_FLOOR):.1f} nats per column off every NLL); drop "
+            f"{'it' if len(constant) == 1 else 'them'}"
+        )
+    if dequantization not in (None, "uniform"):
+        raise ConfigError(
+            f"--dequantization {dequantization} only applies to image data; vector data take "
+            f"--dequantization uniform (of their lattice columns) or no option"
+        )
+    found = discrete_columns(train)
+    lattice = [c for c in found if isinstance(c, Lattice)]
+    irregular = [c for c in found if isinstance(c, Discrete)]
+    if irregular:
+        counts = " and ".join(str(c.distinct) for c in irregular)
+        logger.warning(
+            "%s of %r take%s only %s distinct values in %d training rows, not on one lattice: "
+            "a density on them can grow without bound; recode each as integer levels "
+            "(np.unique(column, return_inverse=True)) and pass --dequantization uniform, or "
+            "drop them", _columns(irregular), spec, "s" * (len(irregular) == 1), counts,
+            len(train),
+        )
+    mean, std = vector_stats(train)
+    settings: dict[str, Any] = {"lattice_columns": None, "lattice_offsets": None,
+                                "lattice_spacings": None, "lattice_levels": None}
+    if dequantization is None:
+        if lattice:
+            logger.warning(
+                "%s: a density on such values can grow without bound, so the NLL can fall "
+                "without limit and does not measure a density; %s",
+                _describe(lattice, spec, len(train)), FIX,
+            )
+    elif not lattice:
+        raise ConfigError(
+            f"--dequantization uniform dequantizes the lattice columns of vector data, but no "
+            f"column of {spec!r} takes few enough distinct values on a lattice; drop the option"
+        )
+    else:
+        logger.info("dequantizing %s", _describe(lattice, spec, len(train)))
+        mean, std = dequantized_stats(mean, std, tuple(lattice))
+        settings.update(
+            lattice_columns=[c.column for c in lattice],
+            lattice_offsets=[c.offset for c in lattice],
+            lattice_spacings=[c.spacing for c in lattice],
+            lattice_levels=[c.levels for c in lattice],
+        )
+    return {"mean": list(mean), "std": list(std), **settings}
+
+
+def lattice_layers(config) -> list[LatticeDequantization]:
+    """The dequantization layer of a run's lattice columns: one layer, or none.
+
+    ``config`` is a run's ``config.json`` content (a mapping); its ``lattice_*`` settings come
+    from :func:`vector_settings`.
+    """
+    if not config.get("lattice_columns"):
+        return []
+    return [LatticeDequantization(
+        columns=tuple(config["lattice_columns"]), offsets=tuple(config["lattice_offsets"]),
+        spacings=tuple(config["lattice_spacings"]), levels=tuple(config["lattice_levels"]),
+    )]
