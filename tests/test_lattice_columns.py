@@ -28,7 +28,7 @@ from jflows.data import (
 )
 from jflows.errors import ConfigError, DataError
 from jflows.names import DEQUANT
-from jflows.training.vector_columns import lattice_layers, vector_settings
+from jflows.training.data_checks import lattice_layers, vector_settings, warn_unused_levels
 
 X64 = bool(jax.config.jax_enable_x64)
 DTYPE = jnp.float64 if X64 else jnp.float32
@@ -187,3 +187,13 @@ def test_run_settings_dequantize_the_lattice_columns():
     gaussian = np.random.default_rng(0).normal(size=(100, 2))
     with pytest.raises(ConfigError, match="no column of 'g.npy'"):
         vector_settings(gaussian, "g.npy", "uniform")
+
+
+def test_images_that_use_few_of_their_levels_are_reported(caplog):
+    digits = np.random.default_rng(0).integers(0, 17, (20, 8, 8, 1)).astype(np.uint8)
+    with caplog.at_level(logging.WARNING, logger="jflows"):
+        warn_unused_levels(digits, 256, "d.npy")
+        warn_unused_levels(digits, 17, "d.npy")  # the levels they have: no warning
+        warn_unused_levels(digits + 120, 256, "bright.npy")  # above half of the levels
+    assert caplog.text.count("\n") == 1
+    assert "'d.npy' use values 0..16 only" in caplog.text and "--levels 17" in caplog.text

@@ -22,6 +22,7 @@ import numpy as np
 from jflows import __version__
 from jflows.data import Dataset, load_dataset, vector_stats
 from jflows.errors import ConfigError
+from jflows.training.data_checks import vector_settings, warn_unused_levels
 from jflows.training.defaults import (
     DEFAULTS,
     MODEL_DEFAULTS,
@@ -43,7 +44,6 @@ from jflows.training.validation import (
     check_val_fraction,
     default_val_fraction,
 )
-from jflows.training.vector_columns import vector_settings
 
 SETTINGS = (
     "model", "data", "options", "levels", "n_bits", "logit_alpha", "dequantization", "seed",
@@ -114,6 +114,8 @@ def make_run_config(settings: dict[str, Any]) -> tuple[RunConfig, Dataset]:
             list(map(float, v)) for v in vector_stats(dataset.train_context)
         )
     config["data_levels"] = dataset.levels
+    if dataset.kind == "image":
+        warn_unused_levels(dataset.train, dataset.levels, spec)
     dataset = reduce_dataset_bits(dataset, config["n_bits"])
     kind = dataset.kind
     if config["temperature"] is None:

@@ -21,13 +21,13 @@ from jflows.errors import CheckpointError, ConfigError
 from jflows.models import MODELS, Flow, hybrid, image_preprocessing, vector_preprocessing
 from jflows.training.checkpoints import CHECKPOINT_DIR, Checkpointer
 from jflows.training.conditional_models import check_conditional, conditional_models  # noqa: F401
+from jflows.training.data_checks import lattice_layers
 from jflows.training.lock import LOCK_FILE
 from jflows.training.metrics import read_json
 from jflows.training.optim import make_optimizer
 from jflows.training.options import RESERVED_OPTIONS, check_model, coerce_options  # noqa: F401
 from jflows.training.run_config import CONFIG_VERSION, RunConfig
 from jflows.training.state import TrainState, create_train_state
-from jflows.training.vector_columns import lattice_layers
 
 CONFIG_FILE = "config.json"
 

@@ -1,11 +1,12 @@
-"""The pre-processing settings of a vector run, with its degenerate columns refused or reported.
+"""Checks of a run's data that would otherwise fail silently, and the settings they lead to.
 
 A continuous density on a constant column or on a lattice column (counts, coded categories,
 rounded values) is unbounded, so a run on them would report figures that only measure how
 tall the density's spikes grew (:mod:`jflows.data.columns`). :func:`vector_settings` refuses
 constant columns, warns about discrete columns, and with ``dequantization="uniform"`` models
 the lattice columns as discrete values by dequantizing them
-(:class:`~jflows.bijectors.LatticeDequantization`).
+(:class:`~jflows.bijectors.LatticeDequantization`). :func:`warn_unused_levels` warns about
+images that use a small part of the levels they are modelled with (a ``--levels`` left out).
 
 Example:
     >>> import numpy as np
@@ -125,6 +126,25 @@ def vector_settings(
             lattice_levels=[c.levels for c in lattice],
         )
     return {"mean": list(mean), "std": list(std), **settings}
+
+
+def warn_unused_levels(train: np.ndarray, levels: int, spec: str) -> None:
+    """Warns when images use less than half of their ``levels`` (a ``--levels`` left out).
+
+    17-level digits or 0/1 masks read as 256-level data are modelled in ``[0, 17/256)`` of the
+    unit interval and their bits/dim count 8 bits per scalar, not what a reader compares them
+    with; the warning names the largest value and the ``--levels`` that fits it.
+
+    Example:
+        >>> warn_unused_levels(np.zeros((4, 2, 2, 1), np.uint8) + 200, 256, "x.npy")  # no warning
+    """
+    top = int(np.max(train))
+    if top + 1 <= levels // 2:
+        logger.warning(
+            "the images of %r use values 0..%d only, but are modelled, and their bits/dim "
+            "counted, as %d-level data; if they have %d levels, pass --levels %d",
+            spec, top, levels, top + 1, top + 1,
+        )
 
 
 def lattice_layers(config) -> list[LatticeDequantization]:
