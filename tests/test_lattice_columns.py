@@ -197,3 +197,17 @@ def test_images_that_use_few_of_their_levels_are_reported(caplog):
         warn_unused_levels(digits + 120, 256, "bright.npy")  # above half of the levels
     assert caplog.text.count("\n") == 1
     assert "'d.npy' use values 0..16 only" in caplog.text and "--levels 17" in caplog.text
+
+
+def test_repeated_rows_of_continuous_data_are_reported(caplog):
+    table = np.random.default_rng(0).normal(size=(60, 3)).round(2)
+    with caplog.at_level(logging.WARNING, logger="jflows"):
+        vector_settings(np.tile(table, (10, 1)), "tiled.npy", None)
+    assert "540 of the 600 training rows of 'tiled.npy' repeat other rows" in caplog.text
+    assert "np.unique(x, axis=0)" in caplog.text
+    assert "distinct values" not in caplog.text  # the columns' values repeat with the rows
+    caplog.clear()
+    categories = np.random.default_rng(1).integers(0, 3, (600, 2)).astype(float)
+    with caplog.at_level(logging.WARNING, logger="jflows"):
+        vector_settings(categories, "codes.npy", None)  # 9 possible rows: repeats expected
+    assert "repeat other rows" not in caplog.text and "take only 3 and 3" in caplog.text

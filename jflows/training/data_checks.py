@@ -2,8 +2,10 @@
 
 A continuous density on a constant column or on a lattice column (counts, coded categories,
 rounded values) is unbounded, so a run on them would report figures that only measure how
-tall the density's spikes grew (:mod:`jflows.data.columns`). :func:`vector_settings` refuses
-constant columns, warns about discrete columns, and with ``dequantization="uniform"`` models
+tall the density's spikes grew (:mod:`jflows.data.columns`); rows repeated many times (an
+oversampled or concatenated file) do the same and put training rows in the test split.
+:func:`vector_settings` refuses constant columns, warns about discrete columns and repeated
+rows, and with ``dequantization="uniform"`` models
 the lattice columns as discrete values by dequantizing them
 (:class:`~jflows.bijectors.LatticeDequantization`). :func:`warn_unused_levels` warns about
 images that use a small part of the levels they are modelled with (a ``--levels`` left out).
@@ -37,6 +39,10 @@ from jflows.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
+REPEATED_ROWS = 0.01
+"""Share of training rows repeating other rows from which a run is warned (if that is also ten
+times what :func:`chance_repeats` expects of its columns' values)."""
+
 FIX = (
     "pass --dequantization uniform to model them as discrete values (the figures then become "
     "lower bounds, ..._bound), or drop them"
@@ -48,14 +54,44 @@ def _columns(found) -> str:
     return f"column{'s' * (len(found) > 1)} {names}"
 
 
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _counts(found) -> str:
+    counts = [c.distinct for c in found]
+    if len(counts) > 3:
+        return f"{min(counts)} to {max(counts)}"
+    return _and([str(n) for n in counts])
+
+
 def _describe(found: list[Lattice], spec: str, rows: int) -> str:
-    counts = " and ".join(str(c.distinct) for c in found)
-    steps = " and ".join(f"{c.spacing:g}" for c in found)
+    steps = _and([f"{h:g}" for h in sorted({c.spacing for c in found})])
+    where = "lattices" if len(found) > 1 else "a lattice"
     return (
-        f"{_columns(found)} of {spec!r} take{'s' * (len(found) == 1)} only {counts} distinct "
-        f"values in {rows} training rows (on {'lattices' if len(found) > 1 else 'a lattice'} "
-        f"of step {steps})"
+        f"{_columns(found)} of {spec!r} take{'s' * (len(found) == 1)} only {_counts(found)} "
+        f"distinct values in {rows} training rows (on {where} of step {steps})"
     )
+
+
+def chance_repeats(rows: int, distinct: list[int]) -> float:
+    r"""Rows expected to repeat another if ``rows`` rows were drawn uniformly from the grid.
+
+    With ``K = prod(distinct)`` possible rows, ``rows - K (1 - (1 - 1/K)^rows)`` (about
+    ``rows^2 / (2K)`` for a large grid): columns of a few values each (categories, counts) make
+    repeated rows expected; continuous columns make them a sign of a duplicated file.
+
+    Example:
+        >>> round(chance_repeats(20_000, [2, 5]))  # 10 possible rows
+        19990
+        >>> chance_repeats(1000, [500, 900, 1000]) < 0.01
+        True
+    """
+    log_k = float(np.sum(np.log(np.maximum(distinct, 1))))
+    if log_k > 2 * np.log(max(rows, 2)) + 20:  # K > e^20 rows^2: below 1e-8 rows expected
+        return 0.0
+    k = float(np.exp(log_k))
+    return rows - k * -np.expm1(rows * np.log1p(-1.0 / k)) if k > 1 else rows - 1.0
 
 
 def vector_settings(
@@ -92,8 +128,21 @@ def vector_settings(
     found = discrete_columns(train)
     lattice = [c for c in found if isinstance(c, Lattice)]
     irregular = [c for c in found if isinstance(c, Discrete)]
+    repeated = len(train) - len(np.unique(train, axis=0))
+    chance = chance_repeats(len(train), [len(np.unique(column)) for column in train.T])
+    if repeated >= max(1, REPEATED_ROWS * len(train)) and repeated > 10 * chance:
+        logger.warning(
+            "%d of the %d training rows of %r repeat other rows exactly: the test and "
+            "validation rows then repeat training rows too, so their figures reward memorising "
+            "and early stopping cannot see it, and a density can spike on the repeated points; "
+            "if the data were oversampled or concatenated, deduplicate them first "
+            "(np.unique(x, axis=0))", repeated, len(train), spec,
+        )
+        found = discrete_columns(np.unique(train, axis=0))  # the columns' own repeats
+        lattice = [c for c in found if isinstance(c, Lattice)]
+        irregular = [c for c in found if isinstance(c, Discrete)]
     if irregular:
-        counts = " and ".join(str(c.distinct) for c in irregular)
+        counts = _counts(irregular)
         logger.warning(
             "%s of %r take%s only %s distinct values in %d training rows, not on one lattice: "
             "a density on them can grow without bound; recode each as integer levels "
