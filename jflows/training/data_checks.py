@@ -91,7 +91,7 @@ def chance_repeats(rows: int, distinct: list[int]) -> float:
     if log_k > 2 * np.log(max(rows, 2)) + 20:  # K > e^20 rows^2: below 1e-8 rows expected
         return 0.0
     k = float(np.exp(log_k))
-    return rows - k * -np.expm1(rows * np.log1p(-1.0 / k)) if k > 1 else rows - 1.0
+    return float(rows - k * -np.expm1(rows * np.log1p(-1.0 / k))) if k > 1 else rows - 1.0
 
 
 def vector_settings(
