@@ -162,6 +162,10 @@ def test_run_settings_refuse_constant_columns():
     with pytest.raises(DataError, match=r"column 2 of 'x.npy' holds one value \(7\) in every "
                                         r"training row.*drop it"):
         vector_settings(x, "x.npy", None)
+    pixels = np.random.default_rng(0).integers(0, 17, (50, 4)).astype(np.float32)
+    pixels[:, 0] = 0.0
+    with pytest.raises(DataError, match=r"column 0 .* save them as uint8 \(N, H, W, C\) images"):
+        vector_settings(pixels, "digits.npy", None)
 
 
 def test_run_settings_warn_about_discrete_columns(caplog):

@@ -74,6 +74,17 @@ def _describe(found: list[Lattice], spec: str, rows: int) -> str:
     )
 
 
+def _pixel_hint(train: np.ndarray) -> str:
+    """For vectors of integer levels 0..255 (flattened images): how to model them as images."""
+    x = np.asarray(train)
+    if x.min() < 0 or x.max() > 255 or not np.all(x == np.round(x)):
+        return ""
+    return (
+        ", or, if the rows are flattened images, save them as uint8 (N, H, W, C) images for an "
+        "image model, which dequantizes every pixel, constant ones included"
+    )
+
+
 def chance_repeats(rows: int, distinct: list[int]) -> float:
     r"""Rows expected to repeat another if ``rows`` rows were drawn uniformly from the grid.
 
@@ -118,7 +129,7 @@ def vector_settings(
             f"({values}) in every training row: a continuous density on a constant is "
             f"unbounded (the standardisation would divide by {STD_FLOOR:g} and take "
             f"{-np.log(STD_FLOOR):.1f} nats per column off every NLL); drop "
-            f"{'it' if len(constant) == 1 else 'them'}"
+            f"{'it' if len(constant) == 1 else 'them'}{_pixel_hint(train)}"
         )
     if dequantization not in (None, "uniform"):
         raise ConfigError(
