@@ -136,12 +136,11 @@ def vector_settings(
             f"--dequantization {dequantization} only applies to image data; vector data take "
             f"--dequantization uniform (of their lattice columns) or no option"
         )
-    found = discrete_columns(train)
-    lattice = [c for c in found if isinstance(c, Lattice)]
-    irregular = [c for c in found if isinstance(c, Discrete)]
-    repeated = len(train) - len(np.unique(train, axis=0))
+    distinct_rows = np.unique(train, axis=0)
+    repeated = len(train) - len(distinct_rows)
     chance = chance_repeats(len(train), [len(np.unique(column)) for column in train.T])
-    if repeated >= max(1, REPEATED_ROWS * len(train)) and repeated > 10 * chance:
+    duplicated = repeated >= max(1, REPEATED_ROWS * len(train)) and repeated > 10 * chance
+    if duplicated:
         logger.warning(
             "%d of the %d training rows of %r repeat other rows exactly: the test and "
             "validation rows then repeat training rows too, so their figures reward memorising "
@@ -149,9 +148,10 @@ def vector_settings(
             "if the data were oversampled or concatenated, deduplicate them first "
             "(np.unique(x, axis=0))", repeated, len(train), spec,
         )
-        found = discrete_columns(np.unique(train, axis=0))  # the columns' own repeats
-        lattice = [c for c in found if isinstance(c, Lattice)]
-        irregular = [c for c in found if isinstance(c, Discrete)]
+    # judged on the distinct rows when rows repeat: the columns' own repeats
+    found = discrete_columns(distinct_rows if duplicated else train)
+    lattice = [c for c in found if isinstance(c, Lattice)]
+    irregular = [c for c in found if isinstance(c, Discrete)]
     if irregular:
         counts = _counts(irregular)
         logger.warning(
